@@ -1,0 +1,163 @@
+"""Actions, the 18-feature market state, and the strategy interface every strategy implements."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import IntEnum
+
+import numpy as np
+
+FEATURE_NAMES: tuple[str, ...] = (
+    # momentum (Binance futures)
+    "returns_1m",
+    "returns_5m",
+    "returns_10m",
+    # order flow
+    "order_book_imbalance_l1",
+    "order_book_imbalance_l5",
+    "trade_flow_imbalance",
+    "cvd_acceleration",
+    # microstructure
+    "spread_pct",
+    "trade_intensity",
+    "large_trade_flag",
+    # volatility
+    "vol_5m",
+    "vol_expansion",
+    # position
+    "has_position",
+    "position_side",
+    "position_pnl",
+    "time_remaining",
+    # regime
+    "vol_regime",
+    "trend_regime",
+)
+NUM_FEATURES = len(FEATURE_NAMES)
+
+
+class Action(IntEnum):
+    """HOLD does nothing; BUY goes long UP (or closes a DOWN); SELL goes long DOWN (or closes an UP)."""
+
+    HOLD = 0
+    BUY = 1
+    SELL = 2
+
+
+@dataclass(slots=True)
+class MarketState:
+    """Raw (unscaled) inputs of one market at one tick; `to_features` scales and clamps them.
+
+    Scales follow the published Phase 5 model so its checkpoint keeps meaning the same thing:
+    returns x50, spread_pct x20 (spread over max(0.01, prob)), cvd_acceleration x10,
+    trade_intensity /10, vol_5m x20, position_pnl /50 dollars; everything clamped to [-1, 1].
+    """
+
+    market_id: str = ""
+    asset: str = ""
+    prob: float = 0.5  # UP mid price
+    best_bid: float = 0.0  # UP best bid
+    best_ask: float = 0.0  # UP best ask
+    # momentum: fractional returns of the futures price (0.001 = 0.1 %)
+    returns_1m: float = 0.0
+    returns_5m: float = 0.0
+    returns_10m: float = 0.0
+    # order flow: Polymarket UP book imbalances in [-1, 1]; futures taker-flow imbalance in [-1, 1]
+    order_book_imbalance_l1: float = 0.0
+    order_book_imbalance_l5: float = 0.0
+    trade_flow_imbalance: float = 0.0
+    cvd_acceleration: float = 0.0  # change of CVD momentum relative to recent traded volume, ~[-0.1, 0.1]
+    # microstructure
+    spread: float = 0.0  # UP ask - bid, in price units
+    trade_intensity: float = 0.0  # futures trades per second over the last 10 s
+    large_trade_flag: float = 0.0  # 1.0 when a trade above the rolling large-size threshold just printed
+    # volatility
+    vol_5m: float = 0.0  # std of the UP mid over its last 30 ticks
+    vol_expansion: float = 0.0  # short realized vol over long realized vol, minus 1
+    # position
+    has_position: float = 0.0
+    position_side: float = 0.0  # +1 long UP, -1 long DOWN, 0 flat
+    position_pnl: float = 0.0  # unrealized PnL in dollars at the current mid
+    time_remaining: float = 1.0  # fraction of the 15-minute window left
+    # regime flags
+    vol_regime: float = 0.0
+    trend_regime: float = 0.0
+
+    @property
+    def spread_pct(self) -> float:
+        return self.spread / max(0.01, self.prob)
+
+    def to_features(self) -> np.ndarray:
+        raw = np.array(
+            [
+                self.returns_1m * 50.0,
+                self.returns_5m * 50.0,
+                self.returns_10m * 50.0,
+                self.order_book_imbalance_l1,
+                self.order_book_imbalance_l5,
+                self.trade_flow_imbalance,
+                self.cvd_acceleration * 10.0,
+                self.spread_pct * 20.0,
+                self.trade_intensity / 10.0,
+                self.large_trade_flag,
+                self.vol_5m * 20.0,
+                self.vol_expansion,
+                self.has_position,
+                self.position_side,
+                self.position_pnl / 50.0,
+                self.time_remaining,
+                self.vol_regime,
+                self.trend_regime,
+            ],
+            dtype=np.float32,
+        )
+        np.nan_to_num(raw, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.clip(raw, -1.0, 1.0, out=raw)
+
+
+def features_matrix(states: Sequence[MarketState]) -> np.ndarray:
+    """Stack the scaled features of several markets into a float32 (N, 18) array."""
+    if not states:
+        return np.zeros((0, NUM_FEATURES), dtype=np.float32)
+    return np.stack([s.to_features() for s in states])
+
+
+class Strategy:
+    """A strategy decides for all active markets at once.
+
+    The engine calls, every tick: `act_batch(states)`; then `record(market_id, reward)` for each market
+    that acted (reward = PnL realized by that action, 0 if none); and `end_market(market_id, reward)`
+    when a window resolves (reward = settlement PnL; the market's last step becomes terminal).
+    Only learning strategies do anything with rewards; `pop_updates()` returns the metrics of the
+    learning updates run since the last call.
+    """
+
+    name: str = "base"
+
+    def __init__(self) -> None:
+        self.training = False
+
+    def act_batch(self, states: Sequence[MarketState]) -> list[Action]:
+        raise NotImplementedError
+
+    def record(self, market_id: str, reward: float) -> None:
+        """Reward realized by the last action taken in this market."""
+
+    def end_market(self, market_id: str, reward: float) -> None:
+        """The market resolved; `reward` is the settlement PnL of a position still held (0 if flat)."""
+
+    def pop_updates(self) -> list[dict]:
+        return []
+
+    def train(self) -> None:
+        self.training = True
+
+    def eval(self) -> None:
+        self.training = False
+
+    def save(self, path: str) -> None:
+        """Persist learned state to `path` (no extension). Rule-based strategies have none."""
+
+    def load(self, path: str) -> None:
+        """Restore learned state from `path` (no extension)."""
