@@ -83,6 +83,15 @@ class MarketState:
     # regime flags
     vol_regime: float = 0.0
     trend_regime: float = 0.0
+    # context for rule strategies (not part of the 18 features)
+    down_bid: float = 0.0
+    down_ask: float = 0.0
+    index_price: float = 0.0  # latest resolution-source (Chainlink) price
+    price_to_beat: float = 0.0  # resolution-source price at the window open (0 while unknown)
+    index_vol: float = 0.0  # realized volatility of the index per sqrt(second)
+    seconds_left: float = 900.0
+    fee_rate: float = 0.0
+    prob_history: tuple[float, ...] = ()  # recent UP mids, oldest first (bounded by the engine)
 
     @property
     def spread_pct(self) -> float:
