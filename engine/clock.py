@@ -15,6 +15,21 @@ class RealClock:
         self._wall_origin = time.time()
         self._sim_origin = self._wall_origin if sim_origin is None else float(sim_origin)
 
+    @classmethod
+    def from_origins(cls, wall_origin: float, sim_origin: float, speed: float) -> RealClock:
+        """A clock that agrees with another process's clock started at `wall_origin`."""
+        clock = cls(speed, sim_origin)
+        clock._wall_origin = float(wall_origin)
+        return clock
+
+    @property
+    def wall_origin(self) -> float:
+        return self._wall_origin
+
+    @property
+    def sim_origin(self) -> float:
+        return self._sim_origin
+
     def now(self) -> float:
         return self._sim_origin + (time.time() - self._wall_origin) * self.speed
 

@@ -1,0 +1,333 @@
+#!/usr/bin/env python3
+"""updown: trade Polymarket's 15-minute crypto Up/Down markets, and train the PPO agent while doing it.
+
+    python run.py --strategy rl --train                 # train (embedded simulator by default)
+    python run.py --strategy rl --train --load rl_model # resume training
+    python run.py --strategy rl --load rl_model         # inference only, never writes the model
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from streamers.frames import ASSETS
+
+STRATEGIES = ("rl", "momentum", "mean_revert", "fade_spike", "random", "gating", "fair_value")
+EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class BadInput(Exception):
+    """A problem with what the user asked for: printed as one sentence, exit code 2."""
+
+
+class CliParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence, no usage dump
+        raise BadInput(f"{message} (see python run.py --help)")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
+    return value
+
+
+def speed_arg(text: str) -> float | str:
+    return "max" if text == "max" else positive_float(text)
+
+
+def assets_arg(text: str) -> tuple[str, ...]:
+    names = tuple(a.strip().upper() for a in text.split(",") if a.strip())
+    unknown = [a for a in names if a not in ASSETS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(
+            f"unknown asset {', '.join(unknown) or text!r}; choose from {','.join(ASSETS)}"
+        )
+    return tuple(a for a in ASSETS if a in names)
+
+
+def build_parser() -> CliParser:
+    p = CliParser(prog="run.py", description="Polymarket 15-minute Up/Down trading bot with built-in PPO.")
+    p.add_argument("--strategy", required=True, choices=STRATEGIES, help="decision rule to trade with")
+    p.add_argument("--train", action="store_true", help="learn online (rl only); saves the model on exit")
+    p.add_argument("--load", metavar="NAME", help="load NAME.safetensors + NAME_stats.npz (rl only)")
+    p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")
+    p.add_argument("--size", type=positive_float, default=100.0, help="trade size in USD; a position is size x 0.5")
+    p.add_argument("--source", choices=("live", "sim", "replay"), default="sim", help="market data source")
+    p.add_argument("--replay", metavar="FILE", help="recording to replay (with --source replay)")
+    p.add_argument("--record", metavar="FILE", help="record every received frame (JSON Lines, .gz to compress)")
+    p.add_argument("--seed", type=int, default=None, help="seed for the simulator and the strategy")
+    p.add_argument("--speed", type=speed_arg, default=None, help="'max' or a multiple of real time (sim, replay)")
+    p.add_argument("--markets", type=positive_int, default=None, help="stop after N 15-minute windows")
+    p.add_argument("--duration", type=positive_float, default=None, help="stop after N seconds of clock time")
+    p.add_argument("--assets", type=assets_arg, default=ASSETS, help="comma list from BTC,ETH,SOL,XRP")
+    p.add_argument("--log-dir", default="logs", help="folder for the CSV logs (default logs/)")
+    p.add_argument("--report", metavar="FILE.json", help="write the run's figures as JSON at exit")
+    p.add_argument("--fill", choices=("book", "mid"), default="book", help="paper fills: walk the book, or mid")
+    p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
+                   help="also save every N PPO updates, keeping timestamped backups")
+    p.add_argument("--keep-backups", type=positive_int, default=5, metavar="K",
+                   help="how many timestamped backups --checkpoint-every keeps (default 5)")
+    p.add_argument("--sim-faults", default=None, metavar="SPEC",
+                   help="simulator fault injection, e.g. drop=0.01,garbage=0.001,stall=0.001")
+    p.add_argument("--no-tui", action="store_true", help="plain console output instead of the live dashboard")
+    return p
+
+
+@dataclass
+class Options:
+    args: argparse.Namespace
+    speed: float | str
+    save_name: str | None
+
+
+def validate(args: argparse.Namespace) -> Options:
+    if args.strategy != "rl":
+        if args.train:
+            raise BadInput(f"--train needs --strategy rl; {args.strategy} is a fixed rule and does not learn")
+        if args.load or args.save or args.checkpoint_every:
+            raise BadInput("--load, --save and --checkpoint-every apply only to --strategy rl")
+    if args.source == "replay":
+        if not args.replay:
+            raise BadInput("--source replay needs --replay FILE")
+        if not Path(args.replay).is_file():
+            raise BadInput(f"recording {args.replay} does not exist")
+    elif args.replay:
+        raise BadInput("--replay FILE is only used with --source replay")
+    if args.source == "live" and args.speed not in (None, 1.0):
+        raise BadInput("--speed applies to --source sim and replay; live markets run in real time")
+    if args.sim_faults and args.source != "sim":
+        raise BadInput("--sim-faults applies only to --source sim")
+    if args.checkpoint_every and not args.train:
+        raise BadInput("--checkpoint-every needs --train (inference never writes the model)")
+    if args.save and not args.train:
+        raise BadInput("--save needs --train (inference never writes the model)")
+    if args.load:
+        for suffix in (".safetensors", "_stats.npz"):
+            if args.load.endswith(suffix):
+                raise BadInput(f"give --load the model name without extension, e.g. --load {args.load[: -len(suffix)]}")
+    speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
+    save_name = None
+    if args.strategy == "rl" and args.train:
+        save_name = args.save or args.load or "rl_model"
+        if Path(save_name + ".safetensors").is_dir() or Path(save_name).is_dir():
+            raise BadInput(f"--save {save_name} names a folder; give a file name without extension")
+    return Options(args=args, speed=speed, save_name=save_name)
+
+
+def build_strategy(opts: Options):
+    from persistence import CheckpointError
+    from strategies import create_strategy
+
+    args = opts.args
+    if args.strategy == "rl":
+        from strategies.rl_mlx import RLStrategy
+
+        try:
+            strategy = RLStrategy.from_checkpoint(args.load, seed=args.seed) if args.load else RLStrategy(seed=args.seed)
+        except CheckpointError as exc:
+            raise BadInput(str(exc)) from None
+        if args.train:
+            strategy.train()
+        else:
+            strategy.eval()
+        return strategy
+    return create_strategy(args.strategy, seed=args.seed)
+
+
+async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
+    """Return (source, clock) for the chosen --source."""
+    from engine.clock import RealClock, VirtualClock
+
+    args = opts.args
+    if args.source == "replay":
+        from streamers.recording import RecordingError, ReplaySource
+
+        try:
+            source = ReplaySource(args.replay, opts.speed)
+        except RecordingError as exc:
+            raise BadInput(str(exc)) from None
+        stack.push_async_callback(source.close)
+        return source, VirtualClock()
+    if args.source == "sim":
+        faults = None
+        if args.sim_faults:
+            from sim.faults import FaultSpec
+
+            try:
+                faults = FaultSpec.parse(args.sim_faults)
+            except ValueError as exc:
+                raise BadInput(str(exc)) from None
+        seed = 0 if args.seed is None else args.seed
+        if opts.speed == "max":
+            from sim.source import SimSource
+
+            source = SimSource(seed, assets=args.assets, faults=faults)
+            stack.push_async_callback(source.close)
+            return source, VirtualClock()
+        from sim.servers import SimServers
+        from streamers.live import LiveSource
+
+        servers = SimServers(seed, float(opts.speed), assets=args.assets, faults=faults)
+        endpoints = await servers.start()
+        stack.push_async_callback(servers.stop)
+        clock = servers.clock
+        source = LiveSource(clock, args.assets, endpoints_from_mapping(endpoints))
+        stack.push_async_callback(source.close)
+        return source, clock
+    from streamers.live import LiveSource, VenueUnreachable
+
+    clock = clock_from_env() or RealClock()
+    source = LiveSource(clock, args.assets)
+    stack.push_async_callback(source.close)
+    try:
+        await source.check(timeout=10.0)
+    except VenueUnreachable as exc:
+        raise BadInput(str(exc)) from None
+    return source, clock
+
+
+def endpoints_from_mapping(mapping: dict[str, str]):
+    from streamers.endpoints import Endpoints
+
+    return Endpoints.from_env(mapping)
+
+
+def clock_from_env():
+    """`python -m sim` prints UPDOWN_CLOCK=wall_origin,sim_origin,speed so live clients share its time."""
+    from engine.clock import RealClock
+
+    text = os.environ.get("UPDOWN_CLOCK")
+    if not text:
+        return None
+    try:
+        wall_origin, sim_origin, speed = (float(x) for x in text.split(","))
+    except ValueError:
+        raise BadInput(f"UPDOWN_CLOCK={text!r} is not 'wall_origin,sim_origin,speed'") from None
+    return RealClock.from_origins(wall_origin=wall_origin, sim_origin=sim_origin, speed=speed)
+
+
+def save_model(strategy, name: str) -> bool:
+    """Save, never raising: a failed save keeps the previous checkpoint and says so."""
+    from persistence import CheckpointError
+
+    previous = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not interrupt a save
+    try:
+        strategy.save(name)
+        return True
+    except CheckpointError as exc:
+        print(f"[save] {exc}", file=sys.stderr)
+        return False
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+async def run(opts: Options) -> int:
+    from engine.engine import Engine, EngineConfig
+    from engine.report import format_summary
+    from streamers.market_data import MarketData
+
+    args = opts.args
+    strategy = build_strategy(opts)
+    saved = False
+    report: dict | None = None
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            source, clock = await build_source(opts, stack)
+            recorder = None
+            if args.record:
+                from streamers.recording import Recorder
+
+                recorder = Recorder(args.record)
+                stack.callback(recorder.close)
+
+            def checkpoint() -> None:
+                from persistence import CheckpointError, write_backup
+
+                if save_model(strategy, opts.save_name):
+                    try:
+                        write_backup(opts.save_name, keep=args.keep_backups)
+                    except CheckpointError as exc:
+                        print(f"[backup] {exc}", file=sys.stderr)
+
+            cfg = EngineConfig(
+                size=args.size,
+                fill=args.fill,
+                max_windows=args.markets,
+                duration=args.duration,
+                assets=args.assets,
+                train=bool(args.train),
+                log_dir=args.log_dir,
+                checkpoint_every=args.checkpoint_every or 0,
+                on_checkpoint=checkpoint if args.checkpoint_every else None,
+                recorder=recorder,
+                seed=args.seed,
+                source_name=args.source,
+                strategy_name=args.strategy,
+                live_console=not args.no_tui,
+            )
+            engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, engine.stop)
+            try:
+                report = await engine.run()
+            finally:
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(sig)
+    finally:
+        if opts.save_name is not None:
+            saved = save_model(strategy, opts.save_name)
+            if saved:
+                print(f"[rl] model saved to {opts.save_name}.safetensors + {opts.save_name}_stats.npz")
+    if report is not None:
+        report["model_saved"] = opts.save_name if saved else None
+        print(format_summary(report))
+        if args.report:
+            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        opts = validate(build_parser().parse_args(argv))
+        return asyncio.run(run(opts))
+    except BadInput as exc:
+        print(f"updown: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        return EXIT_OK
+    except Exception as exc:
+        if os.environ.get("UPDOWN_DEBUG"):
+            traceback.print_exc()
+        print(f"updown: stopped by an unexpected error: {type(exc).__name__}: {exc} "
+              "(set UPDOWN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_RUNTIME
+
+
+if __name__ == "__main__":
+    sys.exit(main())
