@@ -1,0 +1,55 @@
+"""The command line: bad input gets one sentence on stderr and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), *args],
+        cwd=cwd or ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["--strategy", "banana"], "banana"),
+        (["--strategy", "momentum", "--train"], "--train needs --strategy rl"),
+        (["--strategy", "rl", "--source", "replay"], "--replay FILE"),
+        (["--strategy", "rl", "--source", "replay", "--replay", "nowhere.jsonl"], "does not exist"),
+        (["--strategy", "rl", "--markets", "0"], "above 0"),
+        (["--strategy", "rl", "--speed", "fast"], "fast"),
+        (["--strategy", "rl", "--assets", "BTC,DOGE"], "DOGE"),
+        (["--strategy", "rl", "--load", "model.safetensors"], "without extension"),
+        (["--strategy", "rl", "--save", "x"], "--save needs --train"),
+        (["--strategy", "momentum", "--source", "live", "--speed", "5"], "real time"),
+    ],
+)
+def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:
+    assert_one_sentence_error(run_cli(*args), needle)
+
+
+def test_help_exits_0() -> None:
+    proc = run_cli("--help")
+    assert proc.returncode == 0
+    assert "--checkpoint-every" in proc.stdout
