@@ -1,0 +1,598 @@
+"""The simulator's venues: loopback servers that speak the real protocols, paced by a scaled clock.
+
+`SimServers.start()` opens, on 127.0.0.1 ephemeral ports, the Binance futures websocket (routed
+`/market` and `/public` paths) and REST, the Binance spot websocket, the Polymarket CLOB market
+channel and REST, RTDS and Gamma, and returns the `UPDOWN_*` endpoint mapping. One pacing task walks
+`SimMarket.events()` and hands each event's text, when the clock reaches its time, to the outboxes of
+the connections that asked for it; one writer task per connection drains its outbox, so a slow client
+never holds up the others or the pacing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from aiohttp import web
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from engine.clock import RealClock
+from sim.faults import FaultSpec
+from sim.market import SimEvent, SimMarket
+from streamers.frames import (
+    ASSETS,
+    FEED_FUTURES_MARKET,
+    FEED_FUTURES_PUBLIC,
+    FEED_POLYMARKET,
+    FEED_RTDS,
+    FEED_SPOT,
+)
+
+log = logging.getLogger(__name__)
+
+HOST = "127.0.0.1"
+# a client this far behind is cut off, as real venues do with slow consumers, instead of growing memory
+OUTBOX_LIMIT = 200_000
+# most events handed to outboxes before the pacing task lets the loop serve sockets again
+PACING_BATCH = 2_000
+# the CLOB market channel closes connections that never subscribe
+CLOB_SUBSCRIBE_TIMEOUT_S = 10.0
+# market-channel events only sent to subscribers that set custom_feature_enabled
+CUSTOM_FEATURE_EVENTS = frozenset({"best_bid_ask", "new_market", "market_resolved"})
+# a stall pauses one feed for this many seconds of clock time
+STALL_SECONDS = (2.0, 6.0)
+RTDS_ALL_SYMBOLS = "*"
+FEEDS_SERVED = (FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_SPOT, FEED_POLYMARKET, FEED_RTDS)
+
+# which feed a Binance futures websocket path serves; the unrouted legacy path only gets /public data
+FUTURES_WS_PATHS = {
+    "/market/stream": FEED_FUTURES_MARKET,
+    "/public/stream": FEED_FUTURES_PUBLIC,
+    "/stream": FEED_FUTURES_PUBLIC,
+}
+SPOT_WS_PATHS = {"/stream": FEED_SPOT}
+
+_DROP = object()  # outbox marker: kill the connection here (the drop fault)
+
+
+@dataclass(slots=True)
+class ServerStats:
+    """Per-server counters, for tests and the console."""
+
+    connections: int = 0  # websocket connections accepted, or REST requests served
+    messages: int = 0  # websocket frames sent, or REST responses
+    dropped: int = 0  # connections killed by the drop fault (or for being too slow)
+    garbage: int = 0  # malformed frames sent by the garbage fault
+
+
+class _Conn:
+    """One websocket client: what it asked for, and the frames waiting to be written to it."""
+
+    __slots__ = ("custom_features", "feed", "keys", "outbox", "stats", "wake", "ws")
+
+    def __init__(self, ws: ServerConnection, feed: str, stats: ServerStats) -> None:
+        self.ws = ws
+        self.feed = feed
+        self.stats = stats
+        self.keys: set[str] = set()
+        self.custom_features = False
+        self.outbox: deque[object] = deque()
+        self.wake = asyncio.Event()
+
+    def push(self, item: object) -> None:
+        self.outbox.append(item)
+        self.wake.set()
+
+    async def write_forever(self) -> None:
+        """Drain the outbox in order; a `_DROP` marker aborts the TCP connection mid-stream."""
+        ws = self.ws
+        while True:
+            await self.wake.wait()
+            self.wake.clear()
+            if len(self.outbox) > OUTBOX_LIMIT:
+                self.stats.dropped += 1
+                await ws.close(1008, "client too slow")
+                return
+            while self.outbox:
+                item = self.outbox.popleft()
+                if item is _DROP:
+                    self.stats.dropped += 1
+                    ws.transport.abort()
+                    return
+                await ws.send(item)  # type: ignore[arg-type]
+                self.stats.messages += 1
+
+
+class _Router:
+    """(feed, key) -> connections; key is a stream name, a token id or an RTDS symbol."""
+
+    def __init__(self) -> None:
+        self._subs: dict[tuple[str, str], set[_Conn]] = {}
+
+    def add(self, conn: _Conn, keys: Iterable[str]) -> list[str]:
+        """Subscribe; returns the keys that were new for this connection."""
+        added = []
+        for key in keys:
+            if key not in conn.keys:
+                conn.keys.add(key)
+                self._subs.setdefault((conn.feed, key), set()).add(conn)
+                added.append(key)
+        return added
+
+    def remove(self, conn: _Conn, keys: Iterable[str]) -> None:
+        for key in keys:
+            conn.keys.discard(key)
+            subscribers = self._subs.get((conn.feed, key))
+            if subscribers is not None:
+                subscribers.discard(conn)
+                if not subscribers:
+                    del self._subs[(conn.feed, key)]
+
+    def forget(self, conn: _Conn) -> None:
+        self.remove(conn, list(conn.keys))
+
+    def subscribers(self, feed: str, key: str) -> set[_Conn]:
+        return self._subs.get((feed, key), set())
+
+
+class _Faults:
+    """Seeded fault decisions: drop a connection, send a malformed frame, stall a feed."""
+
+    def __init__(self, spec: FaultSpec | None, seed: int) -> None:
+        self.drop = spec.drop if spec is not None else 0.0
+        self.garbage = spec.garbage if spec is not None else 0.0
+        self.stall = spec.stall if spec is not None else 0.0
+        self._rng = random.Random(f"sim-faults-{seed}")
+        self.stalled_until = dict.fromkeys(FEEDS_SERVED, 0.0)
+        self.held: dict[str, deque[SimEvent]] = {feed: deque() for feed in FEEDS_SERVED}
+        self._last_stall_draw = dict.fromkeys(FEEDS_SERVED, 0.0)
+
+    @property
+    def active(self) -> bool:
+        return self.drop > 0 or self.garbage > 0 or self.stall > 0
+
+    def deliver(self, conn: _Conn, msg: str) -> None:
+        """Push one message to a connection, applying the per-message faults."""
+        if self.garbage and self._rng.random() < self.garbage:
+            # a frame cut in half: not JSON, the kind of thing a parser must count and skip
+            conn.push(msg[: max(1, len(msg) // 2)])
+            conn.stats.garbage += 1
+        conn.push(msg)
+        if self.drop and self._rng.random() < self.drop:
+            conn.push(_DROP)
+
+    def is_stalled(self, feed: str, now: float) -> bool:
+        """Whether `feed` is paused at clock time `now`; draws a new stall once per clock second."""
+        if not self.stall:
+            return False
+        if now < self.stalled_until[feed]:
+            return True
+        if now - self._last_stall_draw[feed] >= 1.0:
+            self._last_stall_draw[feed] = now
+            if self._rng.random() < self.stall:
+                self.stalled_until[feed] = now + self._rng.uniform(*STALL_SECONDS)
+                return True
+        return False
+
+
+def _report_pacer_end(task: asyncio.Task) -> None:
+    """The event stream is infinite, so a pacer that ends on its own has crashed: say so."""
+    if not task.cancelled() and task.exception() is not None:
+        log.error("simulator pacing stopped: %r", task.exception())
+
+
+def _json_response(body: str | bytes, status: int = 200) -> web.Response:
+    return web.Response(body=body, status=status, content_type="application/json")
+
+
+def _event_type(msg: str) -> str | None:
+    try:
+        doc = orjson.loads(msg)
+    except orjson.JSONDecodeError:
+        return None
+    if isinstance(doc, list):
+        doc = doc[0] if doc else None
+    return doc.get("event_type") if isinstance(doc, dict) else None
+
+
+def _rtds_symbols(subscription: object) -> list[str]:
+    """Symbols one RTDS subscription asks for: `filters` is JSON text `{"symbol": "btc/usd"}`, empty = all."""
+    if not isinstance(subscription, dict) or subscription.get("topic") != "crypto_prices_chainlink":
+        return []
+    filters = subscription.get("filters")
+    if not filters:
+        return [RTDS_ALL_SYMBOLS]
+    try:
+        parsed = orjson.loads(filters) if isinstance(filters, str) else filters
+    except orjson.JSONDecodeError:
+        return []
+    symbol = parsed.get("symbol") if isinstance(parsed, dict) else None
+    return [symbol.lower()] if isinstance(symbol, str) else []
+
+
+class SimServers:
+    """The simulated venues on loopback, serving one `SimMarket` at `speed` times real time."""
+
+    def __init__(
+        self,
+        seed: int,
+        speed: float,
+        assets: Sequence[str] = ASSETS,
+        faults: FaultSpec | None = None,
+    ) -> None:
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.seed = seed
+        self.speed = float(speed)
+        self.assets = tuple(assets)
+        self.sim = SimMarket(seed, assets=self.assets, faults=faults)
+        self.clock = RealClock(self.speed, sim_origin=self.sim.start_time)
+        self.stats: dict[str, ServerStats] = {
+            name: ServerStats()
+            for name in (
+                "binance_futures_ws",
+                "binance_spot_ws",
+                "clob_ws",
+                "rtds_ws",
+                "binance_futures_rest",
+                "clob_rest",
+                "gamma",
+            )
+        }
+        self.events_delivered = 0
+        self.last_event_time: float | None = None
+        self._faults = _Faults(faults, seed)
+        self._router = _Router()
+        self._symbols = {f"{asset}USDT" for asset in self.assets}
+        self._ws_servers: list[Server] = []
+        self._runners: list[web.AppRunner] = []
+        self._pacer: asyncio.Task | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, str]:
+        """Open every server and start pacing; returns `UPDOWN_*` variable -> base URL."""
+        endpoints = {
+            "UPDOWN_GAMMA_URL": await self._serve_rest(self._gamma_app()),
+            "UPDOWN_CLOB_URL": await self._serve_rest(self._clob_rest_app()),
+            "UPDOWN_CLOB_WS_URL": await self._serve_ws(self._clob_handler, {"/ws/market"}),
+            "UPDOWN_RTDS_WS_URL": await self._serve_ws(self._rtds_handler, None),
+            "UPDOWN_BINANCE_FUTURES_WS_URL": await self._serve_ws(self._futures_handler, set(FUTURES_WS_PATHS)),
+            "UPDOWN_BINANCE_FUTURES_REST_URL": await self._serve_rest(self._futures_rest_app()),
+            "UPDOWN_BINANCE_SPOT_WS_URL": await self._serve_ws(self._spot_handler, set(SPOT_WS_PATHS)),
+        }
+        # the sim's time starts now, when clients can first connect
+        self.clock = RealClock(self.speed, sim_origin=self.sim.start_time)
+        self._pacer = asyncio.create_task(self._pace(), name="sim-pacer")
+        self._pacer.add_done_callback(_report_pacer_end)
+        return endpoints
+
+    async def stop(self) -> None:
+        """Stop pacing, close every connection and server."""
+        if self._pacer is not None:
+            self._pacer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pacer
+            self._pacer = None
+        for server in self._ws_servers:
+            server.close()
+        for server in self._ws_servers:
+            await server.wait_closed()
+        self._ws_servers.clear()
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    async def _serve_ws(
+        self, handler: Callable[[ServerConnection], Awaitable[None]], paths: set[str] | None
+    ) -> str:
+        """A websocket server; `paths` are the paths it serves (None: any, as RTDS answers on the root)."""
+
+        def process_request(connection: ServerConnection, request: Request) -> Response | None:
+            if paths is None or urlsplit(request.path).path in paths:
+                return None
+            # refused at the handshake, as the real hosts answer an unknown path
+            return Response(404, "Not Found", Headers([("Content-Type", "text/plain")]), b"Not Found\n")
+
+        server = await serve(
+            handler,
+            HOST,
+            0,
+            compression=None,  # the venues' market streams are uncompressed; deflate costs CPU at high speed
+            process_request=process_request,
+        )
+        self._ws_servers.append(server)
+        port = next(iter(server.sockets)).getsockname()[1]
+        return f"ws://{HOST}:{port}"
+
+    async def _serve_rest(self, app: web.Application) -> str:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, HOST, 0)
+        await site.start()
+        self._runners.append(runner)
+        port = runner.addresses[0][1]
+        return f"http://{HOST}:{port}"
+
+    # ---- pacing ----------------------------------------------------------------------------------
+
+    async def _pace(self) -> None:
+        """Hand each event to its subscribers once the clock reaches its time."""
+        events = self.sim.events()
+        pending = next(events)
+        faults = self._faults
+        while True:
+            now = self.clock.now()
+            if pending.t > now:
+                if faults.stall:
+                    self._release_held(now)
+                await asyncio.sleep(self.clock.seconds_until(pending.t))
+                continue
+            if faults.stall:
+                self._release_held(now)
+            handed = 0
+            while pending.t <= now and handed < PACING_BATCH:
+                if faults.stall and pending.feed in faults.held and faults.is_stalled(pending.feed, pending.t):
+                    faults.held[pending.feed].append(pending)
+                else:
+                    self._route(pending)
+                handed += 1
+                pending = next(events)
+            await asyncio.sleep(0)  # let writers and handlers run between batches
+
+    def _release_held(self, now: float) -> None:
+        faults = self._faults
+        for feed, held in faults.held.items():
+            if held and now >= faults.stalled_until[feed]:
+                while held:
+                    self._route(held.popleft())
+
+    def _route(self, event: SimEvent) -> None:
+        """Give one event's text to every connection subscribed to it."""
+        feed = event.feed
+        router = self._router
+        if feed == FEED_POLYMARKET:
+            targets: set[_Conn] = set()
+            for asset_id in event.asset_ids:
+                targets |= router.subscribers(feed, asset_id)
+            if (
+                targets
+                and any(not c.custom_features for c in targets)
+                and _event_type(event.msg) in CUSTOM_FEATURE_EVENTS
+            ):
+                targets = {c for c in targets if c.custom_features}
+        elif feed == FEED_RTDS:
+            if event.symbol is None:
+                return
+            targets = router.subscribers(feed, event.symbol) | router.subscribers(feed, RTDS_ALL_SYMBOLS)
+        elif event.stream is not None:
+            targets = router.subscribers(feed, event.stream)
+        else:
+            return
+        self.events_delivered += 1
+        self.last_event_time = event.t
+        if not targets:
+            return
+        if self._faults.active:
+            for conn in targets:
+                self._faults.deliver(conn, event.msg)
+        else:
+            for conn in targets:
+                conn.push(event.msg)
+
+    # ---- websocket handlers ----------------------------------------------------------------------
+
+    async def _run_conn(self, conn: _Conn, reader) -> None:
+        """Run a connection's writer beside its reader; whichever ends first ends both."""
+        conn.stats.connections += 1
+        writer = asyncio.create_task(conn.write_forever())
+        try:
+            await reader
+        except ConnectionClosed:
+            pass
+        finally:
+            self._router.forget(conn)
+            writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                await writer
+
+    async def _futures_handler(self, ws: ServerConnection) -> None:
+        await self._binance_handler(ws, FUTURES_WS_PATHS, self.stats["binance_futures_ws"])
+
+    async def _spot_handler(self, ws: ServerConnection) -> None:
+        await self._binance_handler(ws, SPOT_WS_PATHS, self.stats["binance_spot_ws"])
+
+    async def _binance_handler(self, ws: ServerConnection, paths: dict[str, str], stats: ServerStats) -> None:
+        """Combined streams from `?streams=a/b/c` and live SUBSCRIBE; the path decides which feed it gets.
+
+        A stream that belongs to the other routed path is accepted and acknowledged but never
+        delivered, which is how the real routed endpoints fail.
+        """
+        url = urlsplit(ws.request.path)
+        conn = _Conn(ws, paths[url.path], stats)
+        streams = [s for value in parse_qs(url.query).get("streams", []) for s in value.split("/") if s]
+        self._router.add(conn, streams)
+        await self._run_conn(conn, self._binance_reader(conn))
+
+    async def _binance_reader(self, conn: _Conn) -> None:
+        async for raw in conn.ws:
+            try:
+                request = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                conn.push('{"code":2,"msg":"Invalid JSON."}')
+                continue
+            if not isinstance(request, dict):
+                conn.push('{"code":2,"msg":"Invalid request."}')
+                continue
+            method, params, request_id = request.get("method"), request.get("params"), request.get("id")
+            stream_params = [p for p in params if isinstance(p, str)] if isinstance(params, list) else []
+            if method == "SUBSCRIBE":
+                self._router.add(conn, stream_params)
+                conn.push(orjson.dumps({"result": None, "id": request_id}).decode())
+            elif method == "UNSUBSCRIBE":
+                self._router.remove(conn, stream_params)
+                conn.push(orjson.dumps({"result": None, "id": request_id}).decode())
+            elif method == "LIST_SUBSCRIPTIONS":
+                conn.push(orjson.dumps({"result": sorted(conn.keys), "id": request_id}).decode())
+            else:
+                conn.push(orjson.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}"}).decode())
+
+    async def _clob_handler(self, ws: ServerConnection) -> None:
+        conn = _Conn(ws, FEED_POLYMARKET, self.stats["clob_ws"])
+        await self._run_conn(conn, self._clob_reader(conn))
+
+    async def _clob_reader(self, conn: _Conn) -> None:
+        """Market channel: first frame subscribes (else closed after 10 s), then dynamic (un)subscribe."""
+        ws = conn.ws
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CLOB_SUBSCRIBE_TIMEOUT_S
+        subscribed = False
+        while True:
+            if subscribed:
+                raw = await ws.recv()
+            else:
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), max(0.0, deadline - loop.time()))
+                except TimeoutError:
+                    await ws.close(1008, "no subscription")
+                    return
+            if raw in ("PING", "ping"):
+                conn.push("PONG")
+                continue
+            try:
+                request = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                conn.push("INVALID OPERATION")
+                continue
+            assets = request.get("assets_ids") if isinstance(request, dict) else None
+            if not isinstance(assets, list):
+                conn.push("INVALID OPERATION")
+                continue
+            token_ids = [a for a in assets if isinstance(a, str)]
+            if request.get("custom_feature_enabled") is True:
+                conn.custom_features = True
+            operation = request.get("operation")
+            if operation == "unsubscribe":
+                self._router.remove(conn, token_ids)
+                continue
+            if operation not in (None, "subscribe") or (
+                operation is None and str(request.get("type", "")).lower() != "market"
+            ):
+                conn.push("INVALID OPERATION")
+                continue
+            subscribed = True
+            added = self._router.add(conn, token_ids)
+            books = [book for book in (self.sim.book_event(t) for t in added) if book is not None]
+            if books:
+                # the snapshot is one frame holding a JSON array of `book` events, as the venue sends it
+                conn.push("[" + ",".join(books) + "]")
+
+    async def _rtds_handler(self, ws: ServerConnection) -> None:
+        conn = _Conn(ws, FEED_RTDS, self.stats["rtds_ws"])
+        await self._run_conn(conn, self._rtds_reader(conn))
+
+    async def _rtds_reader(self, conn: _Conn) -> None:
+        async for raw in conn.ws:
+            if raw in ("ping", "PING"):
+                conn.push("pong" if raw == "ping" else "PONG")
+                continue
+            try:
+                request = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if not isinstance(request, dict) or not isinstance(request.get("subscriptions"), list):
+                continue
+            symbols = [s for sub in request["subscriptions"] for s in _rtds_symbols(sub)]
+            if request.get("action") == "subscribe":
+                self._router.add(conn, symbols)
+            elif request.get("action") == "unsubscribe":
+                self._router.remove(conn, symbols)
+
+    # ---- REST ------------------------------------------------------------------------------------
+
+    def _counted(self, stats: ServerStats, handler):
+        async def counted(request: web.Request) -> web.StreamResponse:
+            stats.connections += 1
+            response = await handler(request)
+            stats.messages += 1
+            return response
+
+        return counted
+
+    def _gamma_app(self) -> web.Application:
+        stats = self.stats["gamma"]
+
+        async def events(request: web.Request) -> web.Response:
+            body = self.sim.gamma_event_json(request.query.get("slug", ""), self.clock.now())
+            return _json_response(body or "[]")
+
+        async def markets(request: web.Request) -> web.Response:
+            body = self.sim.gamma_markets_json(request.query.get("slug", ""), self.clock.now())
+            return _json_response(body or "[]")
+
+        app = web.Application()
+        app.router.add_get("/events", self._counted(stats, events))
+        app.router.add_get("/markets", self._counted(stats, markets))
+        return app
+
+    def _clob_rest_app(self) -> web.Application:
+        stats = self.stats["clob_rest"]
+
+        async def market(request: web.Request) -> web.Response:
+            body = self.sim.clob_market_json(request.match_info["condition_id"])
+            if body is None:
+                return _json_response(b'{"error":"market not found"}', status=404)
+            return _json_response(body)
+
+        async def book(request: web.Request) -> web.Response:
+            token_id = request.query.get("token_id", "")
+            if not token_id:
+                return _json_response(b'{"error":"Invalid token id"}', status=400)
+            body = self.sim.book_json(token_id)
+            if body is None:
+                return _json_response(
+                    b'{"error":"No orderbook exists for the requested token id"}', status=404
+                )
+            return _json_response(body)
+
+        app = web.Application()
+        app.router.add_get("/markets/{condition_id}", self._counted(stats, market))
+        app.router.add_get("/book", self._counted(stats, book))
+        return app
+
+    def _futures_rest_app(self) -> web.Application:
+        stats = self.stats["binance_futures_rest"]
+
+        async def klines(request: web.Request) -> web.Response:
+            query = request.query
+            symbol = query.get("symbol", "")
+            if symbol not in self._symbols:
+                return _json_response(b'{"code":-1121,"msg":"Invalid symbol."}', status=400)
+            if query.get("interval") != "1m":
+                return _json_response(b'{"code":-1120,"msg":"Invalid interval."}', status=400)
+            try:
+                limit = int(query.get("limit", "500"))
+                end_time = int(query["endTime"]) if "endTime" in query else None
+            except ValueError:
+                return _json_response(
+                    b'{"code":-1100,"msg":"Illegal characters found in a parameter."}', status=400
+                )
+            if not 1 <= limit <= 1500:
+                return _json_response(b'{"code":-1130,"msg":"Data sent for parameter \'limit\' is not valid."}', 400)
+            if end_time is None:
+                end_time = int(self.clock.now() * 1000)
+            return _json_response(self.sim.klines_rest_body(symbol, end_time, limit))
+
+        app = web.Application()
+        app.router.add_get("/fapi/v1/klines", self._counted(stats, klines))
+        return app
