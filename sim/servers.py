@@ -29,6 +29,7 @@ from websockets.http11 import Request, Response
 from engine.clock import RealClock
 from sim.faults import FaultSpec
 from sim.market import SimEvent, SimMarket
+from streamers.endpoints import ENDPOINT_VARIABLES
 from streamers.frames import (
     ASSETS,
     FEED_FUTURES_MARKET,
@@ -249,7 +250,8 @@ class SimServers:
                 "gamma",
             )
         }
-        self.events_delivered = 0
+        self.clob_subscribe_timeout_s = CLOB_SUBSCRIBE_TIMEOUT_S
+        self.events_paced = 0
         self.last_event_time: float | None = None
         self._faults = _Faults(faults, seed)
         self._router = _Router()
@@ -262,15 +264,16 @@ class SimServers:
 
     async def start(self) -> dict[str, str]:
         """Open every server and start pacing; returns `UPDOWN_*` variable -> base URL."""
-        endpoints = {
-            "UPDOWN_GAMMA_URL": await self._serve_rest(self._gamma_app()),
-            "UPDOWN_CLOB_URL": await self._serve_rest(self._clob_rest_app()),
-            "UPDOWN_CLOB_WS_URL": await self._serve_ws(self._clob_handler, {"/ws/market"}),
-            "UPDOWN_RTDS_WS_URL": await self._serve_ws(self._rtds_handler, None),
-            "UPDOWN_BINANCE_FUTURES_WS_URL": await self._serve_ws(self._futures_handler, set(FUTURES_WS_PATHS)),
-            "UPDOWN_BINANCE_FUTURES_REST_URL": await self._serve_rest(self._futures_rest_app()),
-            "UPDOWN_BINANCE_SPOT_WS_URL": await self._serve_ws(self._spot_handler, set(SPOT_WS_PATHS)),
+        urls = {
+            "gamma": await self._serve_rest(self._gamma_app()),
+            "clob": await self._serve_rest(self._clob_rest_app()),
+            "clob_ws": await self._serve_ws(self._clob_handler, {"/ws/market"}),
+            "rtds_ws": await self._serve_ws(self._rtds_handler, None),
+            "binance_futures_ws": await self._serve_ws(self._futures_handler, set(FUTURES_WS_PATHS)),
+            "binance_futures_rest": await self._serve_rest(self._futures_rest_app()),
+            "binance_spot_ws": await self._serve_ws(self._spot_handler, set(SPOT_WS_PATHS)),
         }
+        endpoints = {ENDPOINT_VARIABLES[name][0]: url for name, url in urls.items()}
         # the sim's time starts now, when clients can first connect
         self.clock = RealClock(self.speed, sim_origin=self.sim.start_time)
         self._pacer = asyncio.create_task(self._pace(), name="sim-pacer")
@@ -379,7 +382,7 @@ class SimServers:
             targets = router.subscribers(feed, event.stream)
         else:
             return
-        self.events_delivered += 1
+        self.events_paced += 1
         self.last_event_time = event.t
         if not targets:
             return
@@ -455,7 +458,7 @@ class SimServers:
         """Market channel: first frame subscribes (else closed after 10 s), then dynamic (un)subscribe."""
         ws = conn.ws
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + CLOB_SUBSCRIBE_TIMEOUT_S
+        deadline = loop.time() + self.clob_subscribe_timeout_s
         subscribed = False
         while True:
             if subscribed:
