@@ -1,0 +1,615 @@
+"""PPO agent in MLX: actor and critic over the 18 features plus a TemporalEncoder of the last 5 states.
+
+Read top to bottom: hyperparameters (`PPOConfig`), networks, the per-market rollout buffer with GAE,
+then the agent (decisions, reward normalisation, the PPO update, save/load).
+
+Reward normalisation: running mean/std of the realized (non-zero) rewards only; rewards are scaled by
+`reward / (reward_std + 1e-8)` without subtracting the mean, so a HOLD step keeps reward exactly 0.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+import persistence
+from strategies.base import NUM_FEATURES, Action, MarketState, Strategy, features_matrix
+
+FEATURE_SET = 1  # the 18 features and scales of strategies/base.py (Phase 5); bump when they change
+NUM_ACTIONS = len(Action)
+_ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim")
+
+
+@dataclass(frozen=True)
+class PPOConfig:
+    """PPO hyperparameters and network sizes; defaults are the published Phase 5 values."""
+
+    actor_lr: float = 1e-4
+    """Adam learning rate of the actor (policy) network."""
+    critic_lr: float = 3e-4
+    """Adam learning rate of the critic (value) network."""
+    gamma: float = 0.95
+    """Discount factor per decision step."""
+    gae_lambda: float = 0.95
+    """GAE lambda: 0 = one-step TD advantages, 1 = Monte Carlo."""
+    clip_eps: float = 0.2
+    """PPO clipping range of the probability ratio."""
+    entropy_coef: float = 0.03
+    """Weight of the entropy bonus in the loss."""
+    value_coef: float = 0.5
+    """Weight of the value (MSE) loss in the loss."""
+    max_grad_norm: float = 0.5
+    """Global gradient-norm clip, applied to actor and critic gradients separately."""
+    buffer_size: int = 256
+    """Ready transitions that trigger one PPO update."""
+    batch_size: int = 64
+    """Minibatch size within an update."""
+    n_epochs: int = 10
+    """Passes over the buffer per update."""
+    target_kl: float = 0.02
+    """KL target: epochs stop early once an epoch's mean approx-KL exceeds kl_stop_factor x this."""
+    kl_stop_factor: float = 1.5
+    """Multiple of target_kl that stops the remaining epochs of an update."""
+    history_len: int = 5
+    """States the TemporalEncoder sees (the current one included), oldest first."""
+    temporal_dim: int = 32
+    """Output width of the TemporalEncoder."""
+    temporal_hidden: int = 64
+    """Hidden width of the TemporalEncoder."""
+    input_dim: int = NUM_FEATURES
+    """Features per state."""
+    hidden_size: int = 64
+    """Hidden width of the actor."""
+    critic_hidden_size: int = 96
+    """Hidden width of the critic."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Networks
+
+
+class TemporalEncoder(nn.Module):
+    """Flattened history (history_len x input_dim) -> hidden -> LN -> tanh -> temporal_dim -> LN -> tanh."""
+
+    def __init__(self, in_dim: int, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.ln1 = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, out_dim)
+        self.ln2 = nn.LayerNorm(out_dim)
+
+    def __call__(self, history_flat: mx.array) -> mx.array:
+        x = mx.tanh(self.ln1(self.fc1(history_flat)))
+        return mx.tanh(self.ln2(self.fc2(x)))
+
+
+class TemporalMLP(nn.Module):
+    """[features, TemporalEncoder(history)] -> hidden -> LN -> tanh -> hidden -> LN -> tanh -> out.
+
+    The actor (out = 3 logits) and the critic (out = 1 value) are each one of these, with their own encoder.
+    """
+
+    def __init__(self, config: PPOConfig, hidden: int, out_dim: int) -> None:
+        super().__init__()
+        self.temporal_encoder = TemporalEncoder(
+            config.history_len * config.input_dim, config.temporal_hidden, config.temporal_dim
+        )
+        self.fc1 = nn.Linear(config.input_dim + config.temporal_dim, hidden)
+        self.ln1 = nn.LayerNorm(hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.ln2 = nn.LayerNorm(hidden)
+        self.fc3 = nn.Linear(hidden, out_dim)
+
+    def __call__(self, features: mx.array, history_flat: mx.array) -> mx.array:
+        x = mx.concatenate([features, self.temporal_encoder(history_flat)], axis=-1)
+        x = mx.tanh(self.ln1(self.fc1(x)))
+        x = mx.tanh(self.ln2(self.fc2(x)))
+        return self.fc3(x)
+
+
+class ActorCritic(nn.Module):
+    """Holds both networks so their parameters flatten to the published names (`actor.fc1.weight`, ...)."""
+
+    def __init__(self, config: PPOConfig) -> None:
+        super().__init__()
+        self.actor = TemporalMLP(config, config.hidden_size, NUM_ACTIONS)
+        self.critic = TemporalMLP(config, config.critic_hidden_size, 1)
+
+
+def _np_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    centered = x - x.mean(axis=-1, keepdims=True)
+    var = (centered * centered).mean(axis=-1, keepdims=True)
+    return centered / np.sqrt(var + eps) * weight + bias
+
+
+class _NumpyTower:
+    """A TemporalMLP's weights as numpy arrays (matrices pre-transposed) for sub-100 µs decisions."""
+
+    def __init__(self, params: dict[str, np.ndarray], prefix: str) -> None:
+        def get(name: str) -> np.ndarray:
+            return params[prefix + name]
+
+        self.t_w1, self.t_b1 = get("temporal_encoder.fc1.weight").T.copy(), get("temporal_encoder.fc1.bias")
+        self.t_ln1 = get("temporal_encoder.ln1.weight"), get("temporal_encoder.ln1.bias")
+        self.t_w2, self.t_b2 = get("temporal_encoder.fc2.weight").T.copy(), get("temporal_encoder.fc2.bias")
+        self.t_ln2 = get("temporal_encoder.ln2.weight"), get("temporal_encoder.ln2.bias")
+        w1 = get("fc1.weight").T
+        n_features = w1.shape[0] - self.t_w2.shape[1]
+        # fc1 split in two so the concatenation [features, temporal] becomes two matmuls
+        self.w1_features, self.w1_temporal, self.b1 = w1[:n_features].copy(), w1[n_features:].copy(), get("fc1.bias")
+        self.ln1 = get("ln1.weight"), get("ln1.bias")
+        self.w2, self.b2 = get("fc2.weight").T.copy(), get("fc2.bias")
+        self.ln2 = get("ln2.weight"), get("ln2.bias")
+        self.w3, self.b3 = get("fc3.weight").T.copy(), get("fc3.bias")
+
+    def __call__(self, features: np.ndarray, history_flat: np.ndarray) -> np.ndarray:
+        z = np.tanh(_np_layer_norm(history_flat @ self.t_w1 + self.t_b1, *self.t_ln1))
+        z = np.tanh(_np_layer_norm(z @ self.t_w2 + self.t_b2, *self.t_ln2))
+        x = np.tanh(_np_layer_norm(features @ self.w1_features + z @ self.w1_temporal + self.b1, *self.ln1))
+        x = np.tanh(_np_layer_norm(x @ self.w2 + self.b2, *self.ln2))
+        return x @ self.w3 + self.b3
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Rollout buffer and GAE
+
+
+def gae(
+    rewards: np.ndarray, values: np.ndarray, done_last: bool, next_value: float, gamma: float, lam: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """Advantages and returns of one market's consecutive steps.
+
+    Only the last step can be terminal (`done_last`: bootstrap 0); otherwise it bootstraps from
+    `next_value`, the critic's value of that market's next step, whose own advantage is not known yet (0).
+    """
+    n = len(rewards)
+    advantages = np.zeros(n, dtype=np.float64)
+    following_value = 0.0 if done_last else next_value
+    following_adv = 0.0
+    for i in range(n - 1, -1, -1):
+        delta = rewards[i] + gamma * following_value - values[i]
+        following_adv = delta + gamma * lam * following_adv
+        advantages[i] = following_adv
+        following_value = values[i]
+    return advantages, advantages + np.asarray(values, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class Step:
+    """One decision of one market: inputs, sampled action, its log-prob and value, then its reward."""
+
+    features: np.ndarray  # (input_dim,)
+    history: np.ndarray  # (history_len, input_dim), oldest first, last row = features
+    action: int
+    log_prob: float
+    value: float
+    reward: float = 0.0
+    done: bool = False
+
+
+@dataclass(slots=True)
+class RolloutBatch:
+    """Ready transitions of all markets, flattened for the update (rewards raw, advantages from scaled)."""
+
+    features: np.ndarray
+    history: np.ndarray
+    actions: np.ndarray
+    log_probs: np.ndarray
+    values: np.ndarray
+    rewards: np.ndarray
+    advantages: np.ndarray
+    returns: np.ndarray
+
+
+@dataclass
+class RolloutBuffer:
+    """Trajectories kept per market, so GAE never bootstraps one market from another.
+
+    A step is *ready* once its successor in the same market is known (its value bootstraps the
+    step), or once it is terminal. A market's newest completed step waits for the next update.
+    """
+
+    pending: dict[str, Step] = field(default_factory=dict)  # acted this tick, reward not recorded yet
+    open: dict[str, list[Step]] = field(default_factory=dict)  # completed steps of running markets
+    closed: list[list[Step]] = field(default_factory=list)  # trajectories of resolved markets
+    ready: int = 0
+
+    def start(self, market_id: str, step: Step) -> None:
+        """A new decision; a previous one that never got its reward is completed with reward 0."""
+        if market_id in self.pending:
+            self.complete(market_id, 0.0)
+        self.pending[market_id] = step
+
+    def complete(self, market_id: str, reward: float) -> bool:
+        """Give the pending step its reward; False if the market has no pending step."""
+        step = self.pending.pop(market_id, None)
+        if step is None:
+            return False
+        step.reward = reward
+        trajectory = self.open.setdefault(market_id, [])
+        if trajectory:
+            self.ready += 1  # the previous step now has a successor to bootstrap from
+        trajectory.append(step)
+        return True
+
+    def end(self, market_id: str, reward: float) -> bool:
+        """Add the settlement reward to the market's last step and make it terminal; False if it has none."""
+        if market_id in self.pending:
+            self.complete(market_id, 0.0)
+        trajectory = self.open.pop(market_id, None)
+        if not trajectory:
+            return False
+        trajectory[-1].reward += reward
+        trajectory[-1].done = True
+        self.closed.append(trajectory)
+        self.ready += 1
+        return True
+
+    def clear(self) -> None:
+        self.pending.clear()
+        self.open.clear()
+        self.closed.clear()
+        self.ready = 0
+
+    def take(self, gamma: float, lam: float, reward_scale: float) -> RolloutBatch:
+        """Remove and return every ready transition with its GAE advantage (rewards x reward_scale)."""
+        segments: list[tuple[list[Step], np.ndarray, np.ndarray]] = []
+
+        def add(steps: list[Step], done_last: bool, next_value: float) -> None:
+            rewards = np.array([s.reward for s in steps], dtype=np.float64) * reward_scale
+            values = np.array([s.value for s in steps], dtype=np.float64)
+            segments.append((steps, *gae(rewards, values, done_last, next_value, gamma, lam)))
+
+        for trajectory in self.closed:
+            add(trajectory, True, 0.0)
+        for market_id, trajectory in self.open.items():
+            if len(trajectory) >= 2:
+                add(trajectory[:-1], False, trajectory[-1].value)
+                self.open[market_id] = trajectory[-1:]
+        self.closed = []
+        self.ready = 0
+        steps = [s for seg in segments for s in seg[0]]
+        return RolloutBatch(
+            features=np.stack([s.features for s in steps]).astype(np.float32),
+            history=np.stack([s.history for s in steps]).astype(np.float32),
+            actions=np.array([s.action for s in steps], dtype=np.int32),
+            log_probs=np.array([s.log_prob for s in steps], dtype=np.float32),
+            values=np.array([s.value for s in steps], dtype=np.float32),
+            rewards=np.array([s.reward for s in steps], dtype=np.float64),
+            advantages=np.concatenate([seg[1] for seg in segments]).astype(np.float32),
+            returns=np.concatenate([seg[2] for seg in segments]).astype(np.float32),
+        )
+
+
+def explained_variance(predicted: np.ndarray, target: np.ndarray) -> float:
+    """1 - Var(target - predicted) / Var(target); NaN when the target is constant."""
+    var = float(np.var(target))
+    return float("nan") if var == 0.0 else 1.0 - float(np.var(target - predicted)) / var
+
+
+# ---------------------------------------------------------------------------------------------------
+# The agent
+
+
+class RLStrategy(Strategy):
+    """PPO agent: batched decisions from a numpy copy of the weights, learning in MLX."""
+
+    name = "rl"
+
+    def __init__(self, config: PPOConfig | None = None, seed: int | None = None) -> None:
+        super().__init__()
+        self.config = config or PPOConfig()
+        if seed is not None:
+            mx.random.seed(seed)
+        self._rng = np.random.default_rng(seed)
+        self.model = ActorCritic(self.config)
+        self.actor: TemporalMLP = self.model.actor
+        self.critic: TemporalMLP = self.model.critic
+        # a near-zero last policy layer starts from an almost uniform policy (exploration)
+        self.actor.fc3.weight = self.actor.fc3.weight * 0.01
+        mx.eval(self.model.parameters())
+        self.reward_mean = 0.0
+        self.reward_count = 0
+        self._reward_m2 = 0.0  # Welford sum of squared deviations
+        self.updates_done = 0
+        self.buffer = RolloutBuffer()
+        self._history: dict[str, np.ndarray] = {}  # market_id -> (history_len, input_dim) ring, oldest first
+        self._metrics: list[dict] = []
+        self.load_notes: list[str] = []  # what the last load fell back on, for the console
+        self._reset_optimizers()
+        self._refresh_numpy()
+
+    # --- reward statistics -------------------------------------------------------------------------
+
+    @property
+    def reward_std(self) -> float:
+        """Population std of the realized rewards seen; 1.0 until two have been seen."""
+        return math.sqrt(self._reward_m2 / self.reward_count) if self.reward_count >= 2 else 1.0
+
+    def _observe_reward(self, reward: float) -> None:
+        if reward == 0.0:
+            return  # HOLD steps and flat settlements say nothing about the scale of realized PnL
+        self.reward_count += 1
+        delta = reward - self.reward_mean
+        self.reward_mean += delta / self.reward_count
+        self._reward_m2 += delta * (reward - self.reward_mean)
+
+    # --- forward passes ----------------------------------------------------------------------------
+
+    def _refresh_numpy(self) -> None:
+        params = {k: np.array(v) for k, v in tree_flatten(self.model.parameters())}
+        self._np_actor = _NumpyTower(params, "actor.")
+        self._np_critic = _NumpyTower(params, "critic.")
+
+    def evaluate(self, features: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Policy probabilities (N, 3) and values (N,) from the MLX networks.
+
+        features: float32 (N, input_dim); history: float32 (N, history_len, input_dim), oldest first,
+        zero rows padding a short history, last row = the current state.
+        """
+        f = mx.array(np.asarray(features, dtype=np.float32))
+        h = mx.array(np.asarray(history, dtype=np.float32).reshape(len(features), -1))
+        probs = mx.softmax(self.actor(f, h), axis=-1)
+        values = self.critic(f, h).squeeze(-1)
+        mx.eval(probs, values)
+        return np.array(probs), np.array(values)
+
+    def evaluate_numpy(self, features: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Same as `evaluate` through the numpy copy of the weights (what `act_batch` uses)."""
+        h = np.asarray(history, dtype=np.float32).reshape(len(features), -1)
+        probs = _softmax(self._np_actor(features, h))
+        return probs, self._np_critic(features, h)[:, 0]
+
+    # --- Strategy contract --------------------------------------------------------------------------
+
+    def _push_history(self, market_id: str, row: np.ndarray) -> np.ndarray:
+        ring = self._history.get(market_id)
+        if ring is None:
+            ring = np.zeros((self.config.history_len, self.config.input_dim), dtype=np.float32)
+            self._history[market_id] = ring
+        ring[:-1] = ring[1:]
+        ring[-1] = row
+        return ring
+
+    def act_batch(self, states: Sequence[MarketState]) -> list[Action]:
+        if not states:
+            return []
+        features = features_matrix(states)
+        history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
+        flat = history.reshape(len(states), -1)
+        probs = _softmax(self._np_actor(features, flat))
+        if not self.training:
+            return [Action(int(a)) for a in probs.argmax(axis=1)]
+        values = self._np_critic(features, flat)[:, 0]
+        # inverse-CDF sampling, one uniform per market
+        picks = (self._rng.random((len(states), 1)) > np.cumsum(probs, axis=1)).sum(axis=1)
+        actions = np.minimum(picks, NUM_ACTIONS - 1)
+        for i, state in enumerate(states):
+            a = int(actions[i])
+            step = Step(features[i], history[i], a, float(np.log(max(probs[i, a], 1e-12))), float(values[i]))
+            self.buffer.start(state.market_id, step)
+        return [Action(int(a)) for a in actions]
+
+    def record(self, market_id: str, reward: float) -> None:
+        if self.buffer.complete(market_id, reward):
+            self._observe_reward(reward)
+            self._maybe_update()
+
+    def end_market(self, market_id: str, reward: float) -> None:
+        self._history.pop(market_id, None)
+        if self.buffer.end(market_id, reward):
+            self._observe_reward(reward)
+            self._maybe_update()
+
+    def pop_updates(self) -> list[dict]:
+        out, self._metrics = self._metrics, []
+        return out
+
+    # --- PPO update --------------------------------------------------------------------------------
+
+    def _reset_optimizers(self) -> None:
+        """Fresh Adam optimizers (their moments are not checkpointed) and the compiled update step."""
+        cfg = self.config
+        self.actor_optimizer = optim.Adam(learning_rate=cfg.actor_lr)
+        self.critic_optimizer = optim.Adam(learning_rate=cfg.critic_lr)
+        self.actor_optimizer.init(self.actor.trainable_parameters())
+        self.critic_optimizer.init(self.critic.trainable_parameters())
+
+        def loss_fn(
+            model: ActorCritic,
+            features: mx.array,
+            history: mx.array,
+            actions: mx.array,
+            old_log_probs: mx.array,
+            advantages: mx.array,
+            returns: mx.array,
+        ) -> tuple[mx.array, mx.array]:
+            logits = model.actor(features, history)
+            log_probs_all = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
+            log_probs = mx.take_along_axis(log_probs_all, actions[:, None], axis=-1).squeeze(-1)
+            log_ratio = log_probs - old_log_probs
+            ratio = mx.exp(log_ratio)
+            # clipped surrogate (PPO paper eq. 7), as a loss to minimise
+            surrogate = mx.minimum(ratio * advantages, mx.clip(ratio, 1 - cfg.clip_eps, 1 + cfg.clip_eps) * advantages)
+            policy_loss = -surrogate.mean()
+            entropy = -(mx.exp(log_probs_all) * log_probs_all).sum(axis=-1).mean()
+            value_loss = mx.square(model.critic(features, history).squeeze(-1) - returns).mean()
+            loss = policy_loss - cfg.entropy_coef * entropy + cfg.value_coef * value_loss
+            approx_kl = ((ratio - 1) - log_ratio).mean()  # the low-variance "k3" estimator of KL(old || new)
+            clip_fraction = (mx.abs(ratio - 1) > cfg.clip_eps).astype(mx.float32).mean()
+            return loss, mx.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction])
+
+        loss_and_grad = nn.value_and_grad(self.model, loss_fn)
+        state = [self.model.state, self.actor_optimizer.state, self.critic_optimizer.state]
+
+        def train_step(*batch: mx.array) -> mx.array:
+            (_, metrics), grads = loss_and_grad(self.model, *batch)
+            actor_grads, _ = optim.clip_grad_norm(grads["actor"], cfg.max_grad_norm)
+            critic_grads, _ = optim.clip_grad_norm(grads["critic"], cfg.max_grad_norm)
+            self.actor_optimizer.update(self.actor, actor_grads)
+            self.critic_optimizer.update(self.critic, critic_grads)
+            return metrics
+
+        self._train_step = mx.compile(train_step, inputs=state, outputs=state)
+
+    def _maybe_update(self) -> None:
+        if self.buffer.ready >= self.config.buffer_size:
+            self.update()
+
+    def update(self) -> dict:
+        """One PPO update on every ready transition; returns (and queues for pop_updates) its metrics."""
+        cfg = self.config
+        batch = self.buffer.take(cfg.gamma, cfg.gae_lambda, 1.0 / (self.reward_std + 1e-8))
+        n = len(batch.actions)
+        advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
+        tensors = [
+            mx.array(batch.features),
+            mx.array(batch.history.reshape(n, -1)),
+            mx.array(batch.actions),
+            mx.array(batch.log_probs),
+            mx.array(advantages),
+            mx.array(batch.returns),
+        ]
+        sums = mx.zeros(5)
+        steps = 0
+        for _ in range(cfg.n_epochs):
+            order = self._rng.permutation(n)
+            epoch = mx.zeros(5)
+            epoch_steps = 0
+            for start in range(0, n, cfg.batch_size):
+                idx = mx.array(order[start : start + cfg.batch_size])
+                epoch = epoch + self._train_step(*(t[idx] for t in tensors))
+                epoch_steps += 1
+            mx.eval(epoch, self.model.parameters())
+            sums, steps = sums + epoch, steps + epoch_steps
+            if float(epoch[3]) / epoch_steps > cfg.kl_stop_factor * cfg.target_kl:
+                break  # the policy moved too far from the one that collected the data
+        mean = np.array(sums) / steps
+        self._refresh_numpy()
+        self.updates_done += 1
+        realized = batch.rewards[batch.rewards != 0]
+        metrics = {
+            "update_num": self.updates_done,
+            "policy_loss": float(mean[0]),
+            "value_loss": float(mean[1]),
+            "entropy": float(mean[2]),
+            "approx_kl": float(mean[3]),
+            "clip_fraction": float(mean[4]),
+            "explained_variance": explained_variance(batch.values, batch.returns),
+            "buffer_avg_reward": float(batch.rewards.mean()),
+            "buffer_win_rate": float((realized > 0).mean()) if len(realized) else 0.0,
+        }
+        self._metrics.append(metrics)
+        return metrics
+
+    # --- persistence ---------------------------------------------------------------------------------
+
+    def weights(self) -> dict[str, np.ndarray]:
+        """The 36 tensors under their published names, as float32 numpy arrays."""
+        return {k: np.array(v, dtype=np.float32) for k, v in tree_flatten(self.model.parameters())}
+
+    def expected_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in tree_flatten(self.model.parameters())}
+
+    def checkpoint_stats(self) -> persistence.CheckpointStats:
+        cfg = self.config
+        return persistence.CheckpointStats(
+            reward_mean=float(self.reward_mean),
+            reward_std=float(self.reward_std),
+            reward_count=int(self.reward_count),
+            input_dim=cfg.input_dim,
+            hidden_size=cfg.hidden_size,
+            critic_hidden_size=cfg.critic_hidden_size,
+            history_len=cfg.history_len,
+            temporal_dim=cfg.temporal_dim,
+            gamma=float(cfg.gamma),
+            buffer_size=cfg.buffer_size,
+            updates=self.updates_done,
+            feature_set=FEATURE_SET,
+        )
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write `path.safetensors` + `path_stats.npz` atomically; CheckpointError if it cannot."""
+        persistence.save_checkpoint(path, self.weights(), self.checkpoint_stats())
+
+    def load(self, path: str | os.PathLike[str], allow_fresh_stats: bool = False) -> list[str]:
+        """Restore weights and reward statistics; validates everything first, so a failure changes nothing.
+
+        Returns notes on what the loader fell back on (print them); raises CheckpointError.
+        """
+        checkpoint = persistence.load_checkpoint(path, allow_fresh_stats=allow_fresh_stats)
+        self._apply(checkpoint, os.fspath(path))
+        self.load_notes = checkpoint.notes
+        return checkpoint.notes
+
+    @classmethod
+    def from_checkpoint(
+        cls,
+        path: str | os.PathLike[str],
+        config: PPOConfig | None = None,
+        seed: int | None = None,
+        allow_fresh_stats: bool = False,
+    ) -> RLStrategy:
+        """An agent built with the architecture the checkpoint's stats record, then loaded from it.
+
+        `config` supplies everything else (learning rates, buffer size, ...); notes are in `load_notes`.
+        """
+        checkpoint = persistence.load_checkpoint(path, allow_fresh_stats=allow_fresh_stats)
+        base = config or PPOConfig()
+        recorded = {}
+        if checkpoint.stats is not None:
+            recorded = {k: getattr(checkpoint.stats, k) for k in _ARCH_FIELDS if getattr(checkpoint.stats, k) is not None}
+        agent = cls(replace(base, **recorded), seed=seed)
+        agent._apply(checkpoint, os.fspath(path))
+        agent.load_notes = checkpoint.notes
+        return agent
+
+    def _apply(self, checkpoint: persistence.Checkpoint, source: str) -> None:
+        persistence.validate_weights(checkpoint.weights, self.expected_shapes(), source)
+        stats = checkpoint.stats
+        if stats is not None and stats.feature_set not in (None, FEATURE_SET):
+            raise persistence.CheckpointError(
+                f"{source} was trained on feature set {stats.feature_set}, this version computes feature set "
+                f"{FEATURE_SET}; its decisions would be meaningless, so train a new model"
+            )
+        # everything validated: from here on nothing can fail half-way
+        self.model.update(tree_unflatten([(k, mx.array(v)) for k, v in checkpoint.weights.items()]))
+        mx.eval(self.model.parameters())
+        if stats is None:
+            self.reward_mean, self.reward_count, self._reward_m2, self.updates_done = 0.0, 0, 0.0, 0
+        else:
+            self.reward_mean, self.reward_count = stats.reward_mean, stats.reward_count
+            self._reward_m2 = stats.reward_std**2 * stats.reward_count if stats.reward_count >= 2 else 0.0
+            self.updates_done = stats.updates
+        self.buffer.clear()  # collected with the previous weights
+        self._history.clear()
+        self._reset_optimizers()
+        self._refresh_numpy()
+
+
+__all__ = [
+    "FEATURE_SET",
+    "ActorCritic",
+    "PPOConfig",
+    "RLStrategy",
+    "RolloutBatch",
+    "RolloutBuffer",
+    "Step",
+    "TemporalEncoder",
+    "TemporalMLP",
+    "explained_variance",
+    "gae",
+]
