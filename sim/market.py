@@ -1,0 +1,643 @@
+"""`SimMarket`: the whole simulated venue set for one seed, as a time-ordered stream of venue messages.
+
+The generator advances one simulated second at a time: it draws every asset's index, trades and
+books for that second, sorts the second's messages by time and yields them. Snapshots served
+between messages (REST bodies, the `book` sent on subscribe) reflect what has been yielded so far.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from sim import messages as M
+from sim.faults import FaultSpec
+from sim.model import (
+    ASSET_PARAMS,
+    WINDOW,
+    AssetParams,
+    AssetPath,
+    ModelParams,
+    Quoter,
+    RandomPool,
+    UpBook,
+    digital_fair,
+)
+from streamers.frames import (
+    ASSETS,
+    FEED_DISCOVERY,
+    FEED_FUTURES_MARKET,
+    FEED_FUTURES_PUBLIC,
+    FEED_POLYMARKET,
+    FEED_RTDS,
+    FEED_SPOT,
+    MarketInfo,
+)
+
+EPOCH = 1767225600  # 2026-01-01 00:00 UTC, a multiple of the window
+HISTORY_S = 7200  # futures history before start_time (120 closed 1m klines)
+LIST_AHEAD_S = 60  # a market is listed this long before its window starts
+DROP_AFTER_S = 10  # and leaves the discovery list this long after its end
+KEEP_WINDOWS = 3  # ended markets kept for REST look-ups
+MAX_KLINES = 1500  # Binance's own limit per request
+FEE_RATE = 0.07
+NOMINAL_TICK = 0.01
+FUNDING_PERIOD_MS = 8 * 3600 * 1000
+_ASSET_CODE = {"BTC": 0, "ETH": 1, "SOL": 2, "XRP": 3}
+
+
+@dataclass(slots=True, frozen=True)
+class SimEvent:
+    t: float  # sim time, unix seconds
+    feed: str  # one of streamers.frames.FEEDS except "discovery"
+    msg: str  # exact text the venue would send on that socket
+    stream: str | None  # Binance stream name (e.g. "btcusdt@aggTrade") for routing
+    asset_ids: tuple[str, ...] = ()  # Polymarket token ids this message concerns
+    symbol: str | None = None  # RTDS symbol, e.g. "btc/usd"
+
+
+@dataclass(slots=True)
+class _PolyMarket:
+    """One listed Polymarket market: the maker's live book and what has been published of it."""
+
+    meta: M.MarketMeta
+    lag: int  # seconds of index lag the maker quotes on
+    book: UpBook
+    pub_bids: dict[int, float]  # UP book as last published
+    pub_asks: dict[int, float]
+    pub_tick: int
+    strike: float | None = None
+    ptb_at: float | None = None  # time the opening price was published
+    final: float | None = None
+    up_won: bool | None = None
+    resolved_at: float | None = None
+    last_trade: int = 500
+    hash_n: int = 0
+
+
+@dataclass(slots=True)
+class _AssetState:
+    params: AssetParams
+    path: AssetPath
+    pool: RandomPool
+    bar: M.KlineBar
+    klines: deque[M.KlineBar] = field(default_factory=lambda: deque(maxlen=MAX_KLINES))
+    agg_id: int = 0
+    trade_id: int = 0
+    spot_agg_id: int = 0
+    spot_trade_id: int = 0
+    book_id: int = 0
+    last_trade: float = 0.0
+
+
+_Entry = tuple[float, SimEvent | None, Callable[[], None] | None]
+
+
+def _digits(seed: int, *parts: object) -> bytes:
+    return hashlib.sha256(":".join(str(p) for p in (seed, *parts)).encode()).digest()
+
+
+class SimMarket:
+    """The simulated venues for one seed; see the module docstring."""
+
+    def __init__(
+        self,
+        seed: int,
+        assets: Sequence[str] = ASSETS,
+        faults: FaultSpec | None = None,
+        model: ModelParams | None = None,
+    ) -> None:
+        unknown = [a for a in assets if a not in ASSET_PARAMS]
+        if unknown or not assets:
+            raise ValueError(f"unknown asset(s) {unknown}; the simulator knows {', '.join(ASSET_PARAMS)}")
+        self.seed = int(seed)
+        self.assets = tuple(assets)
+        self.faults = faults or FaultSpec()
+        self.model = model or ModelParams()
+        self.start_time = EPOCH + WINDOW * ((self.seed % 10000) * 97)
+        self._now = float(self.start_time)
+        self._sec = self.start_time
+        self._assets: dict[str, _AssetState] = {}
+        self._quoters: dict[str, Quoter] = {}
+        self._markets: dict[str, _PolyMarket] = {}  # condition id -> market
+        self._by_slug: dict[str, _PolyMarket] = {}
+        self._by_token: dict[str, _PolyMarket] = {}
+        self._fault_pool = RandomPool(np.random.default_rng([self.seed, 99]))
+        for a in self.assets:
+            self._assets[a] = self._new_asset(a)
+        for a in self.assets:
+            self._list_market(a, self.start_time)
+
+    # ------------------------------------------------------------ construction
+
+    def _new_asset(self, asset: str) -> _AssetState:
+        p = ASSET_PARAMS[asset]
+        rng = np.random.default_rng([self.seed, _ASSET_CODE[asset]])
+        t0 = self.start_time - HISTORY_S
+        path = AssetPath(p, self.model, rng, t0, keep_s=HISTORY_S + WINDOW)
+        path.ensure(self.start_time + WINDOW)
+        pool = RandomPool(rng)
+        st = _AssetState(params=p, path=path, pool=pool, bar=M.KlineBar(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        for minute in range(t0, self.start_time, 60):
+            st.klines.append(self._history_bar(st, minute))
+        st.last_trade = st.klines[-1].close
+        st.bar = self._open_bar(st, self.start_time)
+        return st
+
+    def _history_bar(self, st: _AssetState, minute: int) -> M.KlineBar:
+        """A closed warm-up bar from the per-second futures price (no trade messages before start)."""
+        path, pool, p = st.path, st.pool, st.params
+        prices = [round(path.futures(float(s)) / p.tick) * p.tick for s in range(minute, minute + 60)]
+        n = 40 + int(pool.uniform() * 160)
+        vol = sum(pool.lognormal(p.median_qty, 1.2) for _ in range(8)) * n / 8.0
+        buy = vol * (0.4 + 0.2 * pool.uniform())
+        vwap = sum(prices) / 60.0
+        first = st.trade_id
+        st.trade_id += n
+        st.agg_id += n // 2
+        return M.KlineBar(
+            minute * 1000, prices[0], max(prices), min(prices), prices[-1],
+            vol, vol * vwap, buy, buy * vwap, n, first, st.trade_id - 1,
+        )  # fmt: skip
+
+    @staticmethod
+    def _open_bar(st: _AssetState, minute: int) -> M.KlineBar:
+        c = st.last_trade
+        return M.KlineBar(minute * 1000, c, c, c, c, 0.0, 0.0, 0.0, 0.0, 0, st.trade_id, st.trade_id - 1)
+
+    def _list_market(self, asset: str, start: int) -> _PolyMarket:
+        p = ASSET_PARAMS[asset]
+        h = _digits(self.seed, asset, start)
+        slug = f"{asset.lower()}-updown-15m-{start}"
+        meta = M.MarketMeta(
+            asset=asset,
+            name=p.name,
+            slug=slug,
+            market_id=str(500000 + int.from_bytes(h[:4], "big") % 9000000),
+            event_id=str(100000 + int.from_bytes(h[4:8], "big") % 900000),
+            condition_id="0x" + h.hex(),
+            question_id="0x" + _digits(self.seed, asset, start, "q").hex(),
+            token_up=str(int.from_bytes(_digits(self.seed, asset, start, "up"), "big")),
+            token_down=str(int.from_bytes(_digits(self.seed, asset, start, "down"), "big")),
+            start=start,
+            end=start + WINDOW,
+            listed=start - LIST_AHEAD_S,
+        )
+        st = self._assets[asset]
+        quoter = self._quoters.get(asset)
+        if quoter is None:
+            quoter = self._quoters[asset] = Quoter(self.model, st.pool)
+        lo, hi = self.model.lag_range_s
+        lag = lo + int(st.pool.uniform() * (hi - lo + 1))
+        book = quoter.new_book(0.5)
+        m = _PolyMarket(meta, lag, book, dict(book.bids), dict(book.asks), book.tick)
+        self._markets[meta.condition_id] = m
+        self._by_slug[slug] = m
+        self._by_token[meta.token_up] = m
+        self._by_token[meta.token_down] = m
+        self._prune(start)
+        return m
+
+    def _prune(self, newest_start: int) -> None:
+        cutoff = newest_start - KEEP_WINDOWS * WINDOW
+        for cid in [c for c, m in self._markets.items() if m.meta.end < cutoff]:
+            m = self._markets.pop(cid)
+            del self._by_slug[m.meta.slug], self._by_token[m.meta.token_up], self._by_token[m.meta.token_down]
+
+    # ------------------------------------------------------------ the stream
+
+    def events(self) -> Iterator[SimEvent]:
+        """Every venue message, infinite, in non-decreasing time, from start_time."""
+        for ev in self.timeline():
+            if ev.feed != FEED_DISCOVERY:
+                yield ev
+
+    def timeline(self) -> Iterator[SimEvent]:
+        """`events()` plus a `discovery` event (JSON list of markets) wherever the market list changes."""
+        last_discovery = ""
+        garbage = self.faults.garbage
+        fault = self._fault_pool
+        while True:
+            batch: list[_Entry] = []
+            s = self._sec
+            for a in self.assets:
+                self._asset_second(self._assets[a], s, batch)
+            batch.sort(key=_entry_time)
+            for t, ev, action in batch:
+                self._now = t
+                if action is not None:
+                    action()
+                if ev is None:
+                    continue
+                if ev.feed == FEED_DISCOVERY:
+                    text = self.discovery_json(t)
+                    if text == last_discovery:
+                        continue
+                    last_discovery = text
+                    yield SimEvent(t, FEED_DISCOVERY, text, None)
+                    continue
+                yield ev
+                if garbage > 0.0 and fault.uniform() < garbage:
+                    yield SimEvent(t, ev.feed, ev.msg[: len(ev.msg) // 2], ev.stream, ev.asset_ids, ev.symbol)
+            self._sec = s + 1
+
+    def _asset_second(self, st: _AssetState, s: int, out: list[_Entry]) -> None:
+        p, path, pool, m = st.params, st.path, st.pool, self.model
+        path.ensure(s + m.flow_horizon_s + 2)
+        idx = path.price(s)
+
+        # RTDS chainlink: the index at exactly second s, published a little later
+        t_rtds = s + 0.15 + 0.45 * pool.uniform()
+        value = round(idx, 8)
+        out.append((t_rtds, SimEvent(
+            t_rtds, FEED_RTDS, M.rtds_chainlink(p.rtds_symbol, int(t_rtds * 1000), s * 1000, value),
+            None, (), p.rtds_symbol,
+        ), None))  # fmt: skip
+
+        # Binance futures trades, flow tilted toward the next seconds' index move
+        ahead = path.price(s + m.flow_horizon_s)
+        scale = idx * (path.sigma(s) * math.sqrt(m.flow_horizon_s) + 1e-9)
+        p_buy = 0.5 + m.flow_tilt * math.tanh((ahead - idx) / scale)
+        n_trades = 1 + (pool.uniform() < 0.65) + (pool.uniform() < 0.3)
+        times = sorted(s + 0.99 * pool.uniform() for _ in range(n_trades))
+        t_k = s + 0.25 + 0.5 * pool.uniform() if s % 2 == 0 else s + 2.0
+        for t in times:
+            if t_k <= t:
+                self._kline_update(st, t_k, False, out)
+                t_k = s + 2.0
+            self._futures_trade(st, t, pool.uniform() < p_buy, out)
+        if t_k < s + 1:
+            self._kline_update(st, t_k, False, out)
+        if (s + 1) % 60 == 0:
+            # the closing update of this minute, just after its last trade, then a fresh bar
+            self._kline_update(st, s + 0.995, True, out)
+            st.klines.append(st.bar)
+            st.bar = self._open_bar(st, s + 1)
+
+        # futures top of book, depth5 and bookTicker
+        t_d = s + 0.5 + 0.1 * pool.uniform()
+        e_d = int(t_d * 1000)
+        fut = path.futures(t_d)
+        bid = math.floor(fut / p.tick) * p.tick
+        pd, qd = p.price_decimals, p.qty_decimals
+        bids = [(f"{bid - i * p.tick:.{pd}f}", f"{pool.lognormal(p.median_qty * 8, 1.0):.{qd}f}") for i in range(5)]
+        asks = [(f"{bid + (i + 1) * p.tick:.{pd}f}", f"{pool.lognormal(p.median_qty * 8, 1.0):.{qd}f}") for i in range(5)]
+        first = st.book_id + 1
+        st.book_id += 3 + int(pool.uniform() * 40)
+        out.append((t_d, SimEvent(
+            t_d, FEED_FUTURES_PUBLIC, M.futures_depth5(p, e_d, e_d - 2, first, st.book_id, first - 1, bids, asks),
+            f"{p.symbol}@depth5@100ms",
+        ), None))  # fmt: skip
+        t_b = t_d + 0.002
+        e_b = int(t_b * 1000)
+        out.append((t_b, SimEvent(
+            t_b, FEED_FUTURES_PUBLIC,
+            M.futures_book_ticker(p, st.book_id - 1, e_b, e_b - 1, bids[0][0], bids[0][1], asks[0][0], asks[0][1]),
+            f"{p.symbol}@bookTicker",
+        ), None))  # fmt: skip
+
+        # markPrice@1s
+        t_m = s + 0.001
+        basis = path.bases[s - path.base]
+        mark = path.futures(float(s))
+        next_funding = (s * 1000 // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
+        out.append((t_m, SimEvent(
+            t_m, FEED_FUTURES_MARKET,
+            M.futures_mark_price(p, s * 1000, f"{mark:.{pd}f}", f"{idx:.{pd + 6}f}", f"{idx:.{pd + 6}f}",
+                                 f"{max(min(basis * 0.5, 0.003), -0.003):.8f}", next_funding),
+            f"{p.symbol}@markPrice@1s",
+        ), None))  # fmt: skip
+
+        # occasional liquidation
+        if pool.uniform() < 0.003:
+            t_f = s + pool.uniform()
+            side = "SELL" if pool.uniform() < 0.5 else "BUY"
+            px = f"{fut * (0.999 if side == 'SELL' else 1.001):.{pd}f}"
+            qty = f"{pool.lognormal(p.median_qty * 20, 1.0):.{qd}f}"
+            out.append((t_f, SimEvent(
+                t_f, FEED_FUTURES_MARKET, M.futures_force_order(p, int(t_f * 1000), side, qty, px, px),
+                f"{p.symbol}@forceOrder",
+            ), None))  # fmt: skip
+
+        # spot aggTrade near the futures price
+        n_spot = 1 if pool.uniform() < 0.85 else 2
+        for _ in range(n_spot):
+            t_s = s + pool.uniform()
+            price = path.futures(t_s) / (1.0 + path.bases[s - path.base]) * (1.0 + m.spot_noise * pool.normal())
+            maker = pool.uniform() >= p_buy
+            n_fill = 1 + int(pool.uniform() * 3)
+            st.spot_agg_id += 1
+            first_id = st.spot_trade_id + 1
+            st.spot_trade_id += n_fill
+            e_s = int(t_s * 1000)
+            out.append((t_s, SimEvent(
+                t_s, FEED_SPOT,
+                M.spot_agg_trade(p, e_s, st.spot_agg_id, f"{price:.{pd}f}",
+                                 f"{self._qty(st):.{qd}f}", first_id, st.spot_trade_id, e_s - 1, maker),
+                f"{p.symbol}@aggTrade",
+            ), None))  # fmt: skip
+
+        self._polymarket_second(st, s, t_rtds, out)
+
+    @staticmethod
+    def _kline_update(st: _AssetState, t: float, closed: bool, out: list[_Entry]) -> None:
+        p = st.params
+        msg = M.futures_kline(p, int(t * 1000), st.bar, closed)
+        out.append((t, SimEvent(t, FEED_FUTURES_MARKET, msg, f"{p.symbol}@kline_1m"), None))
+
+    def _qty(self, st: _AssetState) -> float:
+        p, pool = st.params, st.pool
+        q = pool.lognormal(p.median_qty, 1.3)
+        if pool.uniform() < 0.02:
+            q *= 1.0 + 20.0 * pool.uniform()  # a heavy tail of block trades
+        step = 10.0 ** -p.qty_decimals
+        return max(step, round(q / step) * step)
+
+    def _futures_trade(self, st: _AssetState, t: float, buy: bool, out: list[_Entry]) -> None:
+        p, pool = st.params, st.pool
+        fair = st.path.futures(t) * (1.0 + 2e-5 * pool.normal())
+        steps = fair / p.tick
+        price = (math.ceil(steps) if buy else math.floor(steps)) * p.tick
+        qty = self._qty(st)
+        n_fill = 1 + int(pool.uniform() * 4)
+        st.agg_id += 1
+        first = st.trade_id + 1
+        st.trade_id += n_fill
+        e_ms = int(t * 1000)
+        pd, qd = p.price_decimals, p.qty_decimals
+        price_s, qty_s = f"{price:.{pd}f}", f"{qty:.{qd}f}"
+        out.append((t, SimEvent(
+            t, FEED_FUTURES_MARKET,
+            M.futures_agg_trade(p, e_ms, st.agg_id, price_s, qty_s, first, st.trade_id, e_ms - 1, not buy),
+            f"{p.symbol}@aggTrade",
+        ), None))  # fmt: skip
+        price = float(price_s)
+        bar = st.bar
+        if bar.trades == 0:
+            bar.open = bar.high = bar.low = price
+            bar.first_id = first
+        bar.high = max(bar.high, price)
+        bar.low = min(bar.low, price)
+        bar.close = price
+        bar.volume += qty
+        bar.quote_volume += qty * price
+        if buy:
+            bar.taker_buy_volume += qty
+            bar.taker_buy_quote += qty * price
+        bar.trades += n_fill
+        bar.last_id = st.trade_id
+        st.last_trade = price
+
+    # ------------------------------------------------------------ Polymarket
+
+    def _polymarket_second(self, st: _AssetState, s: int, t_rtds: float, out: list[_Entry]) -> None:
+        asset = st.params.asset
+        path, pool = st.path, st.pool
+        next_start = s - s % WINDOW + WINDOW
+        if s == next_start - LIST_AHEAD_S or s == self.start_time:
+            start = next_start if s != self.start_time else s
+            mk = self._by_slug.get(f"{asset.lower()}-updown-15m-{start}") or self._list_market(asset, start)
+            self._emit_listing(mk, s + 0.05, out)
+        jump_var = path.jump_var_per_s
+        for mk in list(self._markets.values()):
+            meta = mk.meta
+            if meta.asset != asset:
+                continue
+            if s == meta.start:
+                mk.strike = round(path.price(s), 8)
+
+                def publish_strike(mk: _PolyMarket = mk, t: float = t_rtds) -> None:
+                    mk.ptb_at = t
+
+                out.append((t_rtds, SimEvent(t_rtds, FEED_DISCOVERY, "", None), publish_strike))
+            if s == meta.end:
+                self._resolve(mk, s, t_rtds, out)
+            if s == meta.end + DROP_AFTER_S:
+                out.append((s + 0.0, SimEvent(s + 0.0, FEED_DISCOVERY, "", None), None))
+            if s >= meta.end or s < meta.listed:
+                continue
+            if mk.strike is None:
+                fair = 0.5
+            else:
+                lagged = s - mk.lag
+                sig = math.sqrt(path.sigma(lagged) ** 2 + jump_var)
+                fair = digital_fair(path.price(lagged), mk.strike, sig, meta.end - lagged)
+            self._quote(mk, fair, s + 0.05 + 0.9 * pool.uniform(), out)
+            if pool.uniform() < self.model.last_trade_prob:
+                self._last_trade(mk, s + pool.uniform(), pool, out)
+
+    def _emit_listing(self, mk: _PolyMarket, t: float, out: list[_Entry]) -> None:
+        meta = mk.meta
+        ms = int(t * 1000)
+        ids = (meta.token_up, meta.token_down)
+        out.append((t, SimEvent(t, FEED_POLYMARKET, M.pm_new_market(meta, ms), None, ids), None))
+        out.append((t, SimEvent(t, FEED_DISCOVERY, "", None), None))
+        for token in ids:
+            out.append((t, SimEvent(t, FEED_POLYMARKET, self._book_text(mk, token, ms, ws=True), None, (token,)), None))
+
+    def _resolve(self, mk: _PolyMarket, s: int, t_rtds: float, out: list[_Entry]) -> None:
+        path = self._assets[mk.meta.asset].path
+        final = round(path.price(s), 8)
+        assert mk.strike is not None  # set when the window started
+        up_won = final >= mk.strike
+        t = min(t_rtds + 0.3, s + 0.999)
+
+        def settle(mk: _PolyMarket = mk, t: float = t) -> None:
+            mk.final, mk.up_won, mk.resolved_at = final, up_won, t
+
+        meta = mk.meta
+        msg = M.pm_market_resolved(meta, up_won, int(t * 1000))
+        out.append((t, SimEvent(t, FEED_POLYMARKET, msg, None, (meta.token_up, meta.token_down)), settle))
+
+    def _quote(self, mk: _PolyMarket, fair: float, t: float, out: list[_Entry]) -> None:
+        quoter = self._quoters[mk.meta.asset]
+        book = mk.book
+        old_b, old_a, old_tick = dict(book.bids), dict(book.asks), book.tick
+        target = quoter.target(book, fair)
+        if not quoter.requote(book, target):
+            return
+        meta = mk.meta
+        ms = int(t * 1000)
+        new_b, new_a = dict(book.bids), dict(book.asks)
+        if book.tick != old_tick:
+            for token in (meta.token_up, meta.token_down):
+                out.append((t, SimEvent(
+                    t, FEED_POLYMARKET, M.pm_tick_size_change(meta, token, old_tick, book.tick, ms), None, (token,),
+                ), None))  # fmt: skip
+        up = _diff(meta.token_up, old_b, old_a, new_b, new_a)
+        down = _diff(meta.token_down, _mirror(old_a), _mirror(old_b), _mirror(new_a), _mirror(new_b))
+        if not up:
+            return
+        mk.hash_n += len(up) + len(down)
+        msg = M.pm_price_change(meta, ms, up + down, mk.hash_n)
+
+        def publish(mk: _PolyMarket = mk, b: dict = new_b, a: dict = new_a, tick: int = book.tick) -> None:
+            mk.pub_bids, mk.pub_asks, mk.pub_tick = b, a, tick
+
+        out.append((t, SimEvent(t, FEED_POLYMARKET, msg, None, (meta.token_up, meta.token_down)), publish))
+        top_old = (max(old_b), min(old_a))
+        top_new = (max(new_b), min(new_a))
+        if top_new != top_old:
+            bb, ba = top_new
+            out.append((t, SimEvent(
+                t, FEED_POLYMARKET, M.pm_best_bid_ask(meta, meta.token_up, bb, ba, ms), None, (meta.token_up,),
+            ), None))  # fmt: skip
+            out.append((t, SimEvent(
+                t, FEED_POLYMARKET, M.pm_best_bid_ask(meta, meta.token_down, 1000 - ba, 1000 - bb, ms), None,
+                (meta.token_down,),
+            ), None))  # fmt: skip
+
+    def _last_trade(self, mk: _PolyMarket, t: float, pool: RandomPool, out: list[_Entry]) -> None:
+        meta, book = mk.meta, mk.book
+        up_token = pool.uniform() < 0.5
+        taker_buy = pool.uniform() < 0.5
+        bb, ba = book.best_bid, book.best_ask
+        if up_token:
+            token, price = meta.token_up, (ba if taker_buy else bb)
+        else:
+            token, price = meta.token_down, (1000 - bb if taker_buy else 1000 - ba)
+        size = round(pool.lognormal(40.0, 1.2), 2)
+        mk.last_trade = price if up_token else 1000 - price
+        side = "BUY" if taker_buy else "SELL"
+        out.append((t, SimEvent(
+            t, FEED_POLYMARKET, M.pm_last_trade(meta, token, price, side, max(size, 1.0), int(t * 1000)), None,
+            (token,),
+        ), None))  # fmt: skip
+
+    # ------------------------------------------------------------ snapshots
+
+    def _token_book(self, mk: _PolyMarket, token: str) -> tuple[list[tuple[int, float]], list[tuple[int, float]]]:
+        """(bids ascending, asks descending) of a token as published: worst first, like the venue."""
+        if token == mk.meta.token_up:
+            bids, asks = mk.pub_bids, mk.pub_asks
+        else:
+            bids, asks = _mirror(mk.pub_asks), _mirror(mk.pub_bids)
+        return sorted(bids.items()), sorted(asks.items(), reverse=True)
+
+    def _book_text(self, mk: _PolyMarket, token: str, ms: int, ws: bool) -> str:
+        bids, asks = self._token_book(mk, token)
+        last = mk.last_trade if token == mk.meta.token_up else 1000 - mk.last_trade
+        book_hash = M.pm_hash(mk.hash_n + 7919 * (token == mk.meta.token_down))
+        fmt = M.pm_book if ws else M.pm_book_rest
+        return fmt(mk.meta, token, ms, book_hash, bids, asks, mk.pub_tick, last)
+
+    def _status(self, mk: _PolyMarket, t: float) -> M.MarketStatus:
+        ptb = mk.strike if mk.ptb_at is not None and t >= mk.ptb_at else None
+        closed = mk.resolved_at is not None and t >= mk.resolved_at
+        return M.MarketStatus(
+            started=t >= mk.meta.start,
+            closed=closed,
+            price_to_beat=ptb,
+            final_price=mk.final if closed else None,
+            up_won=mk.up_won if closed else None,
+            best_bid=max(mk.pub_bids) / 1000.0 if mk.pub_bids else None,
+            best_ask=min(mk.pub_asks) / 1000.0 if mk.pub_asks else None,
+            tick=mk.pub_tick / 1000.0,
+        )
+
+    @property
+    def now(self) -> float:
+        """Time of the last message the generator yielded."""
+        return self._now
+
+    def markets_at(self, t: float) -> list[MarketInfo]:
+        """Markets listed at t (current window, the next once listed, the last one until shortly after its end)."""
+        out = []
+        for mk in self._markets.values():
+            meta = mk.meta
+            if not meta.listed <= t < meta.end + DROP_AFTER_S:
+                continue
+            known = mk.ptb_at is not None and t >= mk.ptb_at
+            out.append(MarketInfo(
+                asset=meta.asset, condition_id=meta.condition_id, token_up=meta.token_up,
+                token_down=meta.token_down, start=meta.start, end=meta.end,
+                price_to_beat=mk.strike if known else None, tick_size=NOMINAL_TICK,
+                min_size=float(M.MIN_ORDER_SIZE), fee_rate=FEE_RATE,
+            ))  # fmt: skip
+        out.sort(key=lambda m: (m.start, _ASSET_CODE[m.asset]))
+        return out
+
+    def discovery_json(self, t: float) -> str:
+        """The `discovery` frame text for t: compact JSON of markets_at(t)."""
+        return M.compact_json([m.to_dict() for m in self.markets_at(t)])
+
+    def gamma_event_json(self, slug: str, t: float) -> str | None:
+        mk = self._by_slug.get(slug)
+        if mk is None or t < mk.meta.listed:
+            return None
+        return M.gamma_event_body(mk.meta, self._status(mk, t))
+
+    def gamma_markets_json(self, slug: str, t: float) -> str | None:
+        mk = self._by_slug.get(slug)
+        if mk is None or t < mk.meta.listed:
+            return None
+        return M.gamma_markets_body(mk.meta, self._status(mk, t))
+
+    def clob_market_json(self, condition_id: str) -> str | None:
+        mk = self._markets.get(condition_id)
+        return None if mk is None else M.clob_market_body(mk.meta, self._status(mk, self._now))
+
+    def book_json(self, token_id: str) -> str | None:
+        """CLOB REST /book body; None once the market resolved (the venue answers 404)."""
+        mk = self._by_token.get(token_id)
+        if mk is None or mk.resolved_at is not None:
+            return None
+        return self._book_text(mk, token_id, int(self._now * 1000), ws=False)
+
+    def book_event(self, token_id: str) -> str | None:
+        mk = self._by_token.get(token_id)
+        if mk is None or mk.resolved_at is not None:
+            return None
+        return self._book_text(mk, token_id, int(self._now * 1000), ws=True)
+
+    def klines_rest_body(self, symbol: str, end_time_ms: int | None, limit: int) -> str:
+        """/fapi/v1/klines body: closed 1m bars up to the current sim time (and end_time_ms), the last `limit`."""
+        st = next((s for s in self._assets.values() if s.params.symbol == symbol.lower()), None)
+        if st is None:
+            return "[]"
+        now_ms = int(self._now * 1000)
+        cap = now_ms if end_time_ms is None else min(now_ms, end_time_ms + 60000)
+        bars = [b for b in st.klines if b.open_ms + 60000 <= cap]
+        limit = max(1, min(int(limit), MAX_KLINES))
+        return "[" + ",".join(M.klines_rest_row(st.params, b) for b in bars[-limit:]) + "]"
+
+
+def _entry_time(e: _Entry) -> float:
+    return e[0]
+
+
+def _mirror(levels: dict[int, float]) -> dict[int, float]:
+    """UP levels seen from the DOWN token: price p becomes 1 - p (bids become asks)."""
+    return {1000 - p: s for p, s in levels.items()}
+
+
+def _diff(
+    token: str, old_b: dict[int, float], old_a: dict[int, float], new_b: dict[int, float], new_a: dict[int, float]
+) -> list[M.LevelChange]:
+    """Level changes turning the old book into the new, removals first, each with the top after it."""
+    steps: list[tuple[dict[int, float], int, float, str]] = []
+    for p in sorted(old_b.keys() - new_b.keys()):
+        steps.append((old_b, p, 0.0, "BUY"))
+    for p in sorted(old_a.keys() - new_a.keys()):
+        steps.append((old_a, p, 0.0, "SELL"))
+    for p, sz in new_b.items():
+        if old_b.get(p) != sz:
+            steps.append((old_b, p, sz, "BUY"))
+    for p, sz in new_a.items():
+        if old_a.get(p) != sz:
+            steps.append((old_a, p, sz, "SELL"))
+    bids, asks = dict(old_b), dict(old_a)
+    out = []
+    for side, p, sz, name in steps:
+        book = bids if side is old_b else asks
+        if sz == 0.0:
+            book.pop(p, None)
+        else:
+            book[p] = sz
+        out.append(M.LevelChange(token, p, sz, name, max(bids) if bids else 0, min(asks) if asks else 1000))
+    return out

@@ -1,0 +1,299 @@
+"""Price, flow and book dynamics of the simulated market, driven only by numpy Generators.
+
+The index (the resolution source) is a log jump diffusion whose volatility follows a log-OU
+process; Binance prices sit on it with a small basis; the Polymarket UP book quotes the
+digital-option fair value of a lagged index, on the venue's tick grid, with sticky quotes.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+WINDOW = 900
+
+
+@dataclass(slots=True, frozen=True)
+class AssetParams:
+    asset: str  # "BTC"
+    name: str  # "Bitcoin", used in market titles
+    symbol: str  # Binance symbol, lowercase ("btcusdt")
+    rtds_symbol: str  # RTDS chainlink symbol ("btc/usd")
+    price0: float  # typical price level
+    return_std_15m: float  # target std of the 15-minute log return
+    tick: float  # futures price tick
+    price_decimals: int  # decimals Binance prints for prices
+    qty_decimals: int  # decimals Binance prints for quantities
+    median_qty: float  # median futures trade size, base units
+
+
+ASSET_PARAMS: dict[str, AssetParams] = {
+    "BTC": AssetParams("BTC", "Bitcoin", "btcusdt", "btc/usd", 87000.0, 0.0022, 0.1, 2, 3, 0.02),
+    "ETH": AssetParams("ETH", "Ethereum", "ethusdt", "eth/usd", 3000.0, 0.0029, 0.01, 2, 3, 0.4),
+    "SOL": AssetParams("SOL", "Solana", "solusdt", "sol/usd", 130.0, 0.0033, 0.01, 2, 2, 6.0),
+    "XRP": AssetParams("XRP", "XRP", "xrpusdt", "xrp/usd", 2.0, 0.0028, 0.0001, 4, 1, 400.0),
+}
+
+
+@dataclass(slots=True, frozen=True)
+class ModelParams:
+    """Every tunable number of the model, one line each (calibrated by benchmarks/calibration.py)."""
+
+    vol_of_vol: float = 0.62  # stationary std of log volatility (drives the kurtosis of 15-min returns)
+    vol_half_life_s: float = 5400.0  # persistence of the volatility regime
+    jump_share: float = 0.15  # share of return variance that comes from jumps
+    jump_rate_per_s: float = 1.0 / 5400.0  # mean jump frequency
+    basis_mean: float = 2.0e-4  # futures premium over the index
+    basis_std: float = 1.5e-4  # stationary std of the basis
+    basis_half_life_s: float = 600.0
+    spot_noise: float = 3.0e-5  # spot vs index, relative
+    flow_tilt: float = 0.12  # max shift of the taker-buy probability toward the next seconds' move
+    flow_horizon_s: int = 5  # how far ahead the taker flow "knows"
+    quote_noise_std: float = 0.18  # stationary std of the quoting noise, in logit units
+    quote_noise_half_life_s: float = 20.0
+    requote_threshold: float = 0.0085  # the maker moves only when fair value drifts this far from the mid
+    spread_ticks_probs: tuple[float, ...] = (0.0, 0.80, 0.14, 0.035, 0.025)  # P(spread = k cents)
+    spread_resample_prob: float = 0.06  # per second
+    book_levels: int = 5
+    size_median: float = 120.0  # Polymarket level size, shares
+    size_update_prob: float = 0.6  # per second, one level's size is re-drawn
+    last_trade_prob: float = 0.15  # per second per market
+    lag_range_s: tuple[int, int] = (1, 8)
+
+
+class RandomPool:
+    """Pre-drawn uniforms and normals: one draw is a list index, not a numpy call."""
+
+    __slots__ = ("_n", "_ni", "_rng", "_size", "_u", "_ui")
+
+    def __init__(self, rng: np.random.Generator, size: int = 16384) -> None:
+        self._rng = rng
+        self._size = size
+        self._u: list[float] = []
+        self._n: list[float] = []
+        self._ui = self._ni = 0
+
+    def uniform(self) -> float:
+        if self._ui >= len(self._u):
+            self._u = self._rng.random(self._size).tolist()
+            self._ui = 0
+        self._ui += 1
+        return self._u[self._ui - 1]
+
+    def normal(self) -> float:
+        if self._ni >= len(self._n):
+            self._n = self._rng.standard_normal(self._size).tolist()
+            self._ni = 0
+        self._ni += 1
+        return self._n[self._ni - 1]
+
+    def lognormal(self, median: float, sigma: float) -> float:
+        return median * math.exp(sigma * self.normal())
+
+    def choice(self, probs: tuple[float, ...]) -> int:
+        u = self.uniform()
+        acc = 0.0
+        for i, p in enumerate(probs):
+            acc += p
+            if u < acc:
+                return i
+        return len(probs) - 1
+
+
+class AssetPath:
+    """Per-second index price, its volatility and the futures basis, generated in chunks ahead.
+
+    Memory is bounded: seconds older than `keep_s` behind the newest requested one are dropped.
+    """
+
+    def __init__(
+        self,
+        params: AssetParams,
+        model: ModelParams,
+        rng: np.random.Generator,
+        t0: int,
+        chunk_s: int = WINDOW,
+        keep_s: int = 2 * WINDOW,
+    ) -> None:
+        self.params = params
+        self.model = model
+        self._rng = rng
+        self._chunk = chunk_s
+        self._keep = keep_s
+        self.base = t0  # unix second of prices[0]
+        self.prices: list[float] = []
+        self.sigmas: list[float] = []  # diffusion vol per sqrt(second) in force during that second
+        self.bases: list[float] = []
+        var_diffusion = (1.0 - model.jump_share) * params.return_std_15m**2 / WINDOW
+        # log-vol ~ N(m, vol_of_vol^2) with E[sigma^2] = var_diffusion
+        self._log_vol_mean = 0.5 * math.log(var_diffusion) - model.vol_of_vol**2
+        self._jump_std = math.sqrt(
+            model.jump_share * params.return_std_15m**2 / (WINDOW * model.jump_rate_per_s)
+        )
+        self._log_vol = self._log_vol_mean + model.vol_of_vol * float(rng.standard_normal())
+        self._basis = model.basis_mean + model.basis_std * float(rng.standard_normal())
+        self._last = params.price0 * math.exp(0.03 * float(rng.standard_normal()))
+
+    @property
+    def jump_var_per_s(self) -> float:
+        """Return variance per second contributed by jumps (the maker's vol includes it)."""
+        return self.model.jump_rate_per_s * self._jump_std**2
+
+    @property
+    def end(self) -> int:
+        """First second not generated yet."""
+        return self.base + len(self.prices)
+
+    def ensure(self, sec: int) -> None:
+        while sec >= self.end:
+            self._extend()
+        drop = sec - self._keep - self.base
+        if drop > self._chunk:
+            del self.prices[:drop], self.sigmas[:drop], self.bases[:drop]
+            self.base += drop
+
+    def price(self, sec: int) -> float:
+        return self.prices[sec - self.base]
+
+    def sigma(self, sec: int) -> float:
+        return self.sigmas[sec - self.base]
+
+    def futures(self, sec: float) -> float:
+        """Futures fair price at a fractional second: the index interpolated, times (1 + basis)."""
+        s = int(sec)
+        i = s - self.base
+        w = sec - s
+        p = self.prices[i] * (1.0 - w) + self.prices[i + 1] * w
+        return p * (1.0 + self.bases[i])
+
+    def _extend(self) -> None:
+        m, n, rng = self.model, self._chunk, self._rng
+        a = 0.5 ** (1.0 / m.vol_half_life_s)
+        b = m.vol_of_vol * math.sqrt(1.0 - a * a)
+        ab = 0.5 ** (1.0 / m.basis_half_life_s)
+        bb = m.basis_std * math.sqrt(1.0 - ab * ab)
+        z_vol = rng.standard_normal(n).tolist()
+        z_basis = rng.standard_normal(n).tolist()
+        log_vol = np.empty(n)
+        basis = np.empty(n)
+        x, y, mu = self._log_vol, self._basis, self._log_vol_mean
+        for k in range(n):
+            x = mu + a * (x - mu) + b * z_vol[k]
+            y = m.basis_mean + ab * (y - m.basis_mean) + bb * z_basis[k]
+            log_vol[k] = x
+            basis[k] = y
+        self._log_vol, self._basis = x, y
+        sig = np.exp(log_vol)
+        jumps = (rng.random(n) < m.jump_rate_per_s) * rng.standard_normal(n) * self._jump_std
+        rets = sig * rng.standard_normal(n) + jumps
+        path = self._last * np.exp(np.cumsum(rets))
+        self._last = float(path[-1])
+        self.prices.extend(path.tolist())
+        self.sigmas.extend(sig.tolist())
+        self.bases.extend(basis.tolist())
+
+
+def digital_fair(price: float, strike: float, sigma: float, tau: float) -> float:
+    """P(index at expiry >= strike) for a driftless log-normal index, `tau` seconds ahead."""
+    if tau <= 0.0 or sigma <= 0.0:
+        return 1.0 if price >= strike else 0.0
+    z = math.log(price / strike) / (sigma * math.sqrt(tau))
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+
+@dataclass(slots=True)
+class UpBook:
+    """The UP token's quoted book in integer thousandths of a dollar; DOWN is its mirror (1 - price)."""
+
+    bids: dict[int, float] = field(default_factory=dict)  # price (1/1000) -> size in shares
+    asks: dict[int, float] = field(default_factory=dict)
+    tick: int = 10  # 10 = 0.01, 1 = 0.001 (above 0.96 / below 0.04)
+    spread_ticks: int = 1
+    noise: float = 0.0  # logit-space quoting noise
+    mid: float = 0.5  # quoted mid (price units) the maker centres on
+
+    @property
+    def best_bid(self) -> int:
+        return max(self.bids) if self.bids else 0
+
+    @property
+    def best_ask(self) -> int:
+        return min(self.asks) if self.asks else 1000
+
+
+def tick_for(price: float) -> int:
+    """The venue's tick (in thousandths) for a book whose mid is at `price`."""
+    return 1 if price > 0.96 or price < 0.04 else 10
+
+
+class Quoter:
+    """The Polymarket maker: sticky quotes around a noisy fair value, several levels of depth."""
+
+    def __init__(self, model: ModelParams, pool: RandomPool) -> None:
+        self.model = model
+        self.pool = pool
+        qh = 0.5 ** (1.0 / model.quote_noise_half_life_s)
+        self._noise_a = qh
+        self._noise_b = model.quote_noise_std * math.sqrt(1.0 - qh * qh)
+
+    def new_book(self, fair: float) -> UpBook:
+        book = UpBook(noise=self.model.quote_noise_std * self.pool.normal())
+        book.spread_ticks = max(1, self.pool.choice(self.model.spread_ticks_probs))
+        self.requote(book, fair, force=True)
+        return book
+
+    def target(self, book: UpBook, fair: float) -> float:
+        """Advance the quoting noise one second and return the price the maker wants to centre on."""
+        book.noise = self._noise_a * book.noise + self._noise_b * self.pool.normal()
+        f = min(max(fair, 1e-4), 1.0 - 1e-4)
+        x = math.log(f / (1.0 - f)) + book.noise
+        return 1.0 / (1.0 + math.exp(-x))
+
+    def requote(self, book: UpBook, target: float, force: bool = False) -> bool:
+        """Move the quotes when the target left the hysteresis band; True when the book changed."""
+        pool, m = self.pool, self.model
+        changed = False
+        if pool.uniform() < m.spread_resample_prob:
+            k = max(1, pool.choice(m.spread_ticks_probs))
+            if k != book.spread_ticks:
+                book.spread_ticks, force = k, True
+        tick = tick_for(target)
+        if tick != book.tick:
+            book.tick, force = tick, True
+        if force or abs(target - book.mid) > m.requote_threshold:
+            spread = book.spread_ticks * 10  # spreads stay in cents even on the fine grid
+            lo = tick
+            bid = round((target * 1000.0 - spread / 2.0) / tick) * tick
+            bid = min(max(bid, lo), 1000 - tick - spread)
+            bid = max(bid, lo)
+            ask = min(bid + spread, 1000 - tick)
+            self._set_levels(book, bid, ask)
+            book.mid = (bid + ask) / 2000.0
+            changed = True
+        if pool.uniform() < m.size_update_prob and book.bids and book.asks:
+            side = book.bids if pool.uniform() < 0.5 else book.asks
+            prices = sorted(side)
+            level = prices[int(pool.uniform() * len(prices))]
+            side[level] = self.level_size()
+            changed = True
+        return changed
+
+    def level_size(self) -> float:
+        return round(min(max(self.pool.lognormal(self.model.size_median, 1.1), 5.0), 20000.0), 2)
+
+    def _set_levels(self, book: UpBook, bid: int, ask: int) -> None:
+        """Rebuild the ladders from the new top, keeping the size resting at prices that survive."""
+        n, tick = self.model.book_levels, book.tick
+        old_b, old_a = book.bids, book.asks
+        new_b: dict[int, float] = {}
+        new_a: dict[int, float] = {}
+        for i in range(n):
+            pb = bid - i * tick
+            if pb >= tick:
+                new_b[pb] = old_b.get(pb) or self.level_size()
+            pa = ask + i * tick
+            if pa <= 1000 - tick:
+                new_a[pa] = old_a.get(pa) or self.level_size()
+        book.bids, book.asks = new_b, new_a
