@@ -1,0 +1,293 @@
+"""Paper broker: fills orders against the real Polymarket book the way the venue would.
+
+`fill="book"` (default): taker orders walk the book level by level at the resting prices, pay the
+market's taker fee `C * rate * p * (1 - p)` per level (rounded to 5 decimals; taken in shares on buys,
+in USDC on sells), respect the tick grid (a limit price must lie in [tick, 1 - tick]) and the minimum
+order size, and cannot reuse liquidity another order took in the same tick.
+`fill="mid"`: the reference project's paper assumption (fill at the token's mid, no fee, no depth or
+size limits), kept only to compare numbers.
+
+Documented choices:
+- A buy whose filled shares fall below the market's minimum size is skipped (counted), never faked.
+- A sale orders the held shares rounded down to 0.01; if that is below the minimum size the exit is
+  skipped (counted) and the position is held to settlement. A sale that fills partially (thin bids)
+  leaves the rest open. Dust below 0.01 share left after a full sale is abandoned (worth < $0.01).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from engine.positions import DOWN, EXIT_CLOSE, UP, Position, TradeRecord, realize
+from strategies.base import Action
+from streamers.frames import MarketInfo
+
+FILL_MODES = ("book", "mid")
+SHARE_STEP = 0.01
+_EPS = 1e-9
+
+
+class Book(Protocol):
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    tick_size: float
+    updated_at: float
+
+
+@dataclass(slots=True)
+class Fill:
+    shares: float  # gross shares traded
+    net_shares: float  # shares received on a buy (gross minus fee/p per level); shares delivered on a sale
+    cash: float  # dollars paid (buy) or received before the fee (sale)
+    fee: float  # USDC value of the taker fee
+    avg_price: float
+    limit_price: float  # the order's limit on the tick grid (worst price it may take)
+
+
+@dataclass(slots=True)
+class SkipCounts:
+    """Orders that did not trade, by reason (reported, never faked)."""
+
+    below_min_size: int = 0  # entry would fill fewer shares than the market minimum
+    exit_below_min_size: int = 0  # held shares below the minimum: held to settlement
+    empty_book: int = 0  # no book, or nothing tradable on the side the order needs
+    dust_shares: float = 0.0  # shares abandoned below the 0.01 step
+
+    def to_dict(self) -> dict:
+        return {
+            "below_min_size": self.below_min_size,
+            "exit_below_min_size": self.exit_below_min_size,
+            "empty_book": self.empty_book,
+            "dust_shares": round(self.dust_shares, 6),
+        }
+
+
+@dataclass(slots=True)
+class Execution:
+    """What one action did: the market's position afterwards, a closed trade, whether it opened one."""
+
+    position: Position | None
+    record: TradeRecord | None = None
+    opened: bool = False
+
+
+def taker_fee(shares: float, price: float, rate: float) -> float:
+    """Polymarket taker fee in USDC for `shares` at `price`, rounded to 5 decimals."""
+    return round(shares * rate * price * (1.0 - price), 5)
+
+
+def floor_shares(shares: float) -> float:
+    return math.floor(shares / SHARE_STEP + _EPS) * SHARE_STEP
+
+
+def _ceil_grid(price: float, tick: float) -> float:
+    return round(math.ceil(price / tick - _EPS) * tick, 6)
+
+
+def _floor_grid(price: float, tick: float) -> float:
+    return round(math.floor(price / tick + _EPS) * tick, 6)
+
+
+def _mid(book: Book | None) -> float | None:
+    if book is None or not book.bids or not book.asks:
+        return None
+    return (book.bids[0][0] + book.asks[0][0]) / 2.0
+
+
+@dataclass(slots=True)
+class _Consumed:
+    stamp: float
+    by_price: dict[float, float] = field(default_factory=dict)
+
+
+class PaperBroker:
+    def __init__(self, fill: str = "book") -> None:
+        if fill not in FILL_MODES:
+            raise ValueError(f"unknown fill mode {fill!r}; use one of {', '.join(FILL_MODES)}")
+        self.fill = fill
+        self.skipped = SkipCounts()
+        self._consumed: dict[str, _Consumed] = {}
+
+    def begin_tick(self) -> None:
+        """Liquidity taken in the previous tick is available again."""
+        self._consumed.clear()
+
+    def _taken(self, token_id: str, book: Book) -> dict[float, float]:
+        used = self._consumed.get(token_id)
+        if used is None or used.stamp != book.updated_at:
+            used = _Consumed(book.updated_at)
+            self._consumed[token_id] = used
+        return used.by_price
+
+    def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
+        """Spend up to `dollars` on `token_id` taking asks; None (counted) when nothing may trade."""
+        if self.fill == "mid":
+            mid = _mid(book)
+            if mid is None or mid <= 0.0:
+                self.skipped.empty_book += 1
+                return None
+            shares = dollars / mid
+            return Fill(shares, shares, dollars, 0.0, mid, mid)
+        if book is None or not book.asks:
+            self.skipped.empty_book += 1
+            return None
+        tick = book.tick_size or info.tick_size
+        taken = self._taken(token_id, book)
+        plan: list[tuple[float, float]] = []
+        remaining = dollars
+        limit = 0.0
+        for price, size in book.asks:
+            if remaining < SHARE_STEP * price:
+                break
+            level_limit = _ceil_grid(price, tick)
+            if level_limit > 1.0 - tick + _EPS or price <= 0.0:
+                break  # no valid limit price reaches this level (asks are sorted, so none further)
+            available = size - taken.get(price, 0.0)
+            qty = floor_shares(min(available, remaining / price))
+            if qty <= 0.0:
+                continue
+            plan.append((price, qty))
+            remaining -= qty * price
+            limit = level_limit
+        gross = sum(q for _, q in plan)
+        if not plan:
+            self.skipped.empty_book += 1
+            return None
+        if gross + _EPS < info.min_size:
+            self.skipped.below_min_size += 1
+            return None
+        cash = fee = net = 0.0
+        for price, qty in plan:
+            level_fee = taker_fee(qty, price, info.fee_rate)
+            taken[price] = taken.get(price, 0.0) + qty
+            cash += qty * price
+            fee += level_fee
+            net += qty - level_fee / price  # the fee is collected in shares on buys
+        return Fill(gross, net, cash, round(fee, 5), cash / gross, limit)
+
+    def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
+        """Sell `shares` of `token_id` into its bids; may fill partially; None (counted) when it cannot trade."""
+        if self.fill == "mid":
+            mid = _mid(book)
+            if mid is None:
+                self.skipped.empty_book += 1
+                return None
+            return Fill(shares, shares, shares * mid, 0.0, mid, mid)
+        order = floor_shares(shares)
+        if order + _EPS < info.min_size:
+            self.skipped.exit_below_min_size += 1
+            return None
+        if book is None or not book.bids:
+            self.skipped.empty_book += 1
+            return None
+        tick = book.tick_size or info.tick_size
+        taken = self._taken(token_id, book)
+        remaining = order
+        cash = fee = 0.0
+        limit = 0.0
+        for price, size in book.bids:
+            if remaining < SHARE_STEP - _EPS:
+                break
+            level_limit = _floor_grid(price, tick)
+            if level_limit < tick - _EPS:
+                break
+            available = size - taken.get(price, 0.0)
+            qty = floor_shares(min(available, remaining))
+            if qty <= 0.0:
+                continue
+            taken[price] = taken.get(price, 0.0) + qty
+            cash += qty * price
+            fee += taker_fee(qty, price, info.fee_rate)
+            remaining = round(remaining - qty, 6)
+            limit = level_limit
+        sold = round(order - remaining, 6)
+        if sold <= 0.0:
+            self.skipped.empty_book += 1
+            return None
+        return Fill(sold, sold, cash, round(fee, 5), cash / sold, limit)
+
+    def execute(
+        self,
+        action: Action,
+        info: MarketInfo,
+        position: Position | None,
+        up_book: Book | None,
+        down_book: Book | None,
+        dollars: float,
+        now: float,
+        prob: float,
+        underlying_change: float,
+    ) -> Execution:
+        """Apply one action with the position rules: BUY opens UP or closes DOWN, SELL opens DOWN or
+        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing."""
+        if action == Action.HOLD:
+            return Execution(position)
+        if position is None:
+            side = UP if action == Action.BUY else DOWN
+            token = info.token_up if side == UP else info.token_down
+            fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
+            if fill is None:
+                return Execution(None)
+            opened = Position(
+                market_id=info.condition_id,
+                asset=info.asset,
+                side=side,
+                token_id=token,
+                shares=fill.net_shares,
+                cost=fill.cash,
+                entry_fee=fill.fee,
+                entry_price=fill.avg_price,
+                entry_time=now,
+                time_remaining_at_entry=max(0.0, info.end - now),
+                prob_at_entry=prob,
+            )
+            return Execution(opened, opened=True)
+        closes = (action == Action.BUY and position.side == DOWN) or (
+            action == Action.SELL and position.side == UP
+        )
+        if not closes:
+            return Execution(position)
+        book = up_book if position.side == UP else down_book
+        fill = self.sell(position.token_id, book, position.shares, info)
+        if fill is None:
+            return Execution(position)
+        leftover = position.shares - fill.shares
+        full = leftover < SHARE_STEP - _EPS
+        if full:
+            self.skipped.dust_shares += max(0.0, leftover)
+        record = realize(
+            position,
+            position.shares if full else fill.shares,
+            fill.cash,
+            fill.fee,
+            fill.avg_price,
+            now,
+            prob,
+            underlying_change,
+            EXIT_CLOSE,
+        )
+        return Execution(None if full else position, record)
+
+    def close_at_book(
+        self,
+        info: MarketInfo,
+        position: Position,
+        up_book: Book | None,
+        down_book: Book | None,
+        now: float,
+        prob: float,
+        underlying_change: float,
+        reason: str,
+    ) -> TradeRecord:
+        """Close a position whatever happens (shutdown, unresolved market): sell what the bids take,
+        then write off the rest at 0 — the honest value of shares nobody will buy."""
+        book = up_book if position.side == UP else down_book
+        held = position.shares
+        fill = self.sell(position.token_id, book, held, info)
+        sold = fill.shares if fill is not None else 0.0
+        cash = fill.cash if fill is not None else 0.0
+        fee = fill.fee if fill is not None else 0.0
+        exit_price = cash / held if held > 0 else 0.0
+        return realize(position, held, cash, fee, exit_price if sold else 0.0, now, prob, underlying_change, reason)

@@ -1,0 +1,480 @@
+"""The trading engine: frames in, ticks every 0.5 s of clock time, one batched decision per tick.
+
+A tick, for all active markets at once: (1) settle markets whose window ended; (2) build the
+MarketState of every market with fresh data; (3) one `strategy.act_batch`; (4) execute through the
+paper broker; (5) `strategy.record` per market, PPO update rows, checkpoints.
+
+Virtual sources (sim/replay at max speed) drive a VirtualClock: every tick T < t runs before the frame
+at time t is applied. Real-time sources are pumped into a queue while the loop wakes on tick times, so
+ticks happen on time even when no frame arrives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from engine.broker import PaperBroker
+from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, Position, TradeRecord, settle
+from engine.report import RunStats, build_report
+from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
+from engine.trade_log import EpisodeRecord, RunLogs
+from strategies.base import Action, MarketState, Strategy
+from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, Frame, MarketInfo
+
+_END = object()  # pump -> loop: the source is exhausted
+_YIELD_EVERY = 512  # frames between event-loop yields on virtual sources (lets stop() and the dashboard run)
+_MAX_TICK_LAG = 4  # real time: ticks further behind than this are skipped, not replayed
+_DONE_MEMORY = 2048  # settled markets remembered so rediscovery does not revive them
+
+
+@dataclass
+class EngineConfig:
+    size: float = 10.0  # dollars; each position's notional is size * 0.5
+    fill: str = "book"  # "book" walks the real book with fees; "mid" is the reference's paper assumption
+    max_windows: int | None = None  # stop after this many 15-minute windows resolved (--markets)
+    duration: float | None = None  # stop after this many seconds of clock time
+    assets: tuple[str, ...] = ASSETS
+    train: bool = False
+    stale_book_seconds: float = 30.0  # Polymarket market feed silent longer than this: no trading
+    stale_futures_seconds: float = 15.0  # the asset's futures state older than this: no trading
+    tick_seconds: float = 0.5
+    log_dir: str | Path | None = "logs"  # None writes no CSV files
+    run_id: str | None = None  # names the CSV files; default the wall-clock start time
+    checkpoint_every: int = 0  # call on_checkpoint every N PPO updates (0: never)
+    on_checkpoint: Callable[[], None] | None = None
+    recorder: Any = None  # anything with write(frame)
+    seed: int | None = None
+    source_name: str = ""
+    strategy_name: str = ""
+    live_console: bool = False  # show the rich dashboard while running
+    settle_grace_seconds: float = 60.0  # wait this long for an outcome before closing at the book
+
+
+@dataclass(slots=True)
+class _Market:
+    info: MarketInfo
+    probs: deque[float] = field(default_factory=lambda: deque(maxlen=PROB_HISTORY))
+    prob: float = 0.5
+    position: Position | None = None
+    price_to_beat: float | None = None
+    acted: bool = False  # passed to act_batch at least once, so the strategy knows it
+    trades: int = 0
+    pnl: float = 0.0
+    fees: float = 0.0
+    exposure: float = 0.0
+
+    @property
+    def key(self) -> tuple[int, str, str]:
+        return (self.info.start, self.info.asset, self.info.condition_id)
+
+
+class Engine:
+    def __init__(self, strategy: Strategy, source: Any, clock: Any, market_data: Any, cfg: EngineConfig) -> None:
+        self.strategy = strategy
+        self.source = source
+        self.clock = clock
+        self.md = market_data
+        self.cfg = cfg
+        self.assets = tuple(sorted(cfg.assets))
+        self.broker = PaperBroker(cfg.fill)
+        self.stats = RunStats()
+        self.logs: RunLogs | None = None
+        self._markets: dict[str, _Market] = {}
+        self._order: list[_Market] = []  # markets sorted by (start, asset): a stable iteration order
+        self._done: set[str] = set()
+        self._done_fifo: deque[str] = deque()
+        self._window_pending: dict[int, int] = {}
+        self._index_vol = {a: IndexVol(cfg.tick_seconds) for a in self.assets}
+        self._last_feed: dict[str, float] = {}
+        self._discovery_dirty = True
+        self._stop = False
+        self._finished = False
+        self._start_time: float | None = None
+        self._wall_start = 0.0
+        self._last_update: dict | None = None
+        self._pump_error: BaseException | None = None
+        self.skipped_ticks = 0
+
+    # ---- public API -------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Ask for a clean stop; run() closes open positions and returns its report."""
+        self._stop = True
+
+    async def run(self) -> dict:
+        self._wall_start = time.perf_counter()
+        if self.cfg.log_dir is not None:
+            run_id = self.cfg.run_id or datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+            self.logs = RunLogs(self.cfg.log_dir, run_id)
+        if self.cfg.train:
+            self.strategy.train()
+        else:
+            self.strategy.eval()
+        dashboard_stop = asyncio.Event()
+        dashboard = None
+        if self.cfg.live_console:
+            from engine.dashboard import run_dashboard
+
+            dashboard = asyncio.create_task(run_dashboard(self.snapshot, dashboard_stop))
+        try:
+            if getattr(self.source, "virtual", False):
+                await self._run_virtual()
+            else:
+                await self._run_realtime()
+            self._shutdown()
+        finally:
+            if self.logs is not None:
+                self.logs.close()
+            if dashboard is not None:
+                dashboard_stop.set()
+                with contextlib.suppress(Exception):
+                    await dashboard
+        if self._pump_error is not None:
+            raise self._pump_error
+        return self.report()
+
+    def report(self) -> dict:
+        report = build_report(
+            self.stats,
+            strategy=self.cfg.strategy_name or getattr(self.strategy, "name", type(self.strategy).__name__),
+            source=self.cfg.source_name or type(self.source).__name__,
+            seed=self.cfg.seed,
+            fill=self.cfg.fill,
+            wall_seconds=time.perf_counter() - self._wall_start,
+            messages=int(getattr(self.md, "messages", 0)),
+            rejected=int(getattr(self.md, "rejected", 0)),
+            reconnects=int(getattr(self.source, "reconnects", 0)),
+            skipped=self.broker.skipped.to_dict(),
+            assets=self.assets,
+        )
+        report["skipped_ticks"] = self.skipped_ticks
+        if self.logs is not None:
+            report["logs"] = self.logs.paths
+        return report
+
+    def snapshot(self) -> dict:
+        """What the dashboard shows; reads state, changes nothing."""
+        now = self.clock.now()
+        wall = max(1e-9, time.perf_counter() - self._wall_start)
+        markets = []
+        for m in self._order:
+            if not m.info.start <= now < m.info.end + self.cfg.settle_grace_seconds:
+                continue
+            book = self.md.book(m.info.token_up)
+            pos = m.position
+            markets.append({
+                "asset": m.info.asset,
+                "seconds_left": max(0.0, m.info.end - now),
+                "bid": book.best_bid if book is not None else None,
+                "ask": book.best_ask if book is not None else None,
+                "side": pos.side if pos else None,
+                "entry": pos.entry_price if pos else None,
+                "unrealized": pos.value_at(m.prob if pos.side == "UP" else 1.0 - m.prob) if pos else 0.0,
+            })
+        return {
+            "clock": now,
+            "strategy": self.cfg.strategy_name or getattr(self.strategy, "name", ""),
+            "source": self.cfg.source_name,
+            "pnl": self.stats.pnl,
+            "fees": self.stats.fees,
+            "trades": self.stats.trades,
+            "win_rate": self.stats.win_rate,
+            "windows": self.stats.windows,
+            "decisions_per_second": self.stats.decisions / wall,
+            "markets": markets,
+            "last_update": self._last_update,
+        }
+
+    # ---- loops ------------------------------------------------------------------------------
+    async def _run_virtual(self) -> None:
+        step = self.cfg.tick_seconds
+        k: int | None = None
+        count = 0
+        async for frame in self.source.frames():
+            if self._stop:
+                break
+            t = frame.t
+            if k is None:
+                k = math.ceil(t / step)
+                self._start_time = t
+            while k * step < t:
+                tick_time = k * step
+                self.clock.advance(tick_time)
+                self._tick(tick_time)
+                k += 1
+                if self._finished:
+                    return
+            self.clock.advance(t)
+            self._apply(frame)
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+
+    async def _run_realtime(self) -> None:
+        step = self.cfg.tick_seconds
+        queue: asyncio.Queue = asyncio.Queue(maxsize=100_000)
+        pump = asyncio.create_task(self._pump(queue))
+        self._start_time = self.clock.now()
+        k = math.floor(self._start_time / step) + 1
+        try:
+            while not self._stop:
+                tick_time = k * step
+                now = self.clock.now()
+                if now >= tick_time:
+                    behind = int((now - tick_time) / step)
+                    if behind > _MAX_TICK_LAG:
+                        k += behind
+                        self.skipped_ticks += behind
+                        tick_time = k * step
+                    self._tick(tick_time)
+                    k += 1
+                    if self._finished:
+                        return
+                    continue
+                try:
+                    item = queue.get_nowait()
+                except asyncio.QueueEmpty:
+                    try:
+                        item = await asyncio.wait_for(queue.get(), timeout=self.clock.seconds_until(tick_time))
+                    except TimeoutError:
+                        continue
+                if item is _END:
+                    return
+                self._apply(item)
+        finally:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+
+    async def _pump(self, queue: asyncio.Queue) -> None:
+        try:
+            async for frame in self.source.frames():
+                await queue.put(frame)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # surfaced by run() after positions are closed
+            self._pump_error = exc
+        await queue.put(_END)
+
+    def _apply(self, frame: Frame) -> None:
+        self._last_feed[frame.feed] = frame.t
+        if self.cfg.recorder is not None:
+            self.cfg.recorder.write(frame)
+        self.md.handle(frame)
+        if frame.feed == FEED_DISCOVERY:
+            self._discovery_dirty = True
+
+    # ---- the tick ---------------------------------------------------------------------------
+    def _tick(self, now: float) -> None:
+        self.broker.begin_tick()
+        if self._discovery_dirty:
+            self._sync_markets(now)
+        md = self.md
+        for asset in self.assets:
+            self._index_vol[asset].sample(md.chainlink_price(asset))
+
+        # (1) settle markets whose window ended
+        expired = [m for m in self._order if m.info.end <= now]
+        for m in expired:
+            self._try_settle(m, now)
+        if self._end_reached(now):
+            self._finished = True
+            return
+
+        # (2) states of the markets with fresh data
+        batch: list[tuple[_Market, MarketState, Any, Any]] = []
+        stale = 0
+        poly_seen = self._last_feed.get(FEED_POLYMARKET)
+        poly_fresh = poly_seen is not None and now - poly_seen <= self.cfg.stale_book_seconds
+        for m in self._order:
+            info = m.info
+            if not info.start <= now < info.end:
+                continue
+            up_book = md.book(info.token_up)
+            if up_book is not None:
+                m.prob = book_prob(up_book, m.prob)
+                m.probs.append(m.prob)
+            futures = md.futures(info.asset)
+            fut_at = getattr(futures, "updated_at", None)
+            if (
+                up_book is None
+                or not poly_fresh
+                or not fut_at
+                or now - fut_at > self.cfg.stale_futures_seconds
+            ):
+                stale += 1
+                continue
+            down_book = md.book(info.token_down)
+            ptb = self._price_to_beat(m)
+            state = build_state(
+                info, now, up_book, down_book, futures, md.chainlink_price(info.asset), ptb,
+                self._index_vol[info.asset].per_sqrt_second, m.position, m.prob, m.probs,
+            )
+            batch.append((m, state, up_book, down_book))
+        self.stats.stale_seconds += stale * self.cfg.tick_seconds
+
+        # (3) one batched decision, (4) execution, (5) rewards
+        if batch:
+            actions = self.strategy.act_batch([b[1] for b in batch])
+            self.stats.decisions += len(batch)
+            dollars = self.cfg.size * 0.5
+            for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
+                result = self.broker.execute(
+                    Action(int(action)), m.info, m.position, up_book, down_book, dollars, now, m.prob,
+                    self._underlying_change(m, state.index_price),
+                )
+                reward = 0.0
+                if result.opened and result.position is not None:
+                    m.exposure += result.position.cost
+                if result.record is not None:
+                    reward = result.record.pnl
+                    self._book_trade(m, result.record)
+                m.position = result.position
+                m.acted = True
+                self.strategy.record(m.info.condition_id, reward)
+        self._drain_updates(now)
+
+    def _drain_updates(self, now: float) -> None:
+        for metrics in self.strategy.pop_updates():
+            self.stats.updates += 1
+            self._last_update = metrics
+            if self.logs is not None:
+                self.logs.write_update(now, metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
+            every = self.cfg.checkpoint_every
+            if every and self.cfg.on_checkpoint is not None and self.stats.updates % every == 0:
+                self.cfg.on_checkpoint()
+
+    def _end_reached(self, now: float) -> bool:
+        if self._stop:
+            return True
+        if self.cfg.max_windows is not None and self.stats.windows >= self.cfg.max_windows:
+            return True
+        return (
+            self.cfg.duration is not None
+            and self._start_time is not None
+            and now - self._start_time >= self.cfg.duration
+        )
+
+    # ---- markets ----------------------------------------------------------------------------
+    def _sync_markets(self, now: float) -> None:
+        self._discovery_dirty = False
+        changed = False
+        for cid, info in self.md.markets.items():
+            known = self._markets.get(cid)
+            if known is not None:
+                known.info = info  # later discovery lines may carry price_to_beat
+                continue
+            if cid in self._done or info.asset not in self.assets or info.end <= now:
+                continue
+            self._markets[cid] = _Market(info)
+            self._window_pending[info.start] = self._window_pending.get(info.start, 0) + 1
+            changed = True
+        if changed:
+            self._order = sorted(self._markets.values(), key=lambda m: m.key)
+
+    def _price_to_beat(self, m: _Market) -> float | None:
+        if m.info.price_to_beat is not None:
+            return m.info.price_to_beat
+        if m.price_to_beat is None:
+            latest = self.md.chainlink_latest_ts(m.info.asset)
+            if latest is not None and latest >= m.info.start:  # prices arrive in order: this is final
+                m.price_to_beat = self.md.chainlink_price_at(m.info.asset, m.info.start)
+        return m.price_to_beat
+
+    def _underlying_change(self, m: _Market, index_price: float | None) -> float:
+        ptb = self._price_to_beat(m)
+        if not ptb or not index_price:
+            return 0.0
+        return index_price / ptb - 1.0
+
+    def _outcome(self, m: _Market) -> str | None:
+        """Up/Down from the venue's resolution, else from the Chainlink price at the window end."""
+        outcome = self.md.resolved_outcome(m.info.condition_id)
+        if outcome is not None:
+            return outcome
+        ptb = self._price_to_beat(m)
+        latest = self.md.chainlink_latest_ts(m.info.asset)
+        if ptb is None or latest is None or latest < m.info.end:
+            return None
+        final = self.md.chainlink_price_at(m.info.asset, m.info.end)
+        if final is None:
+            return None
+        return "Up" if final >= ptb else "Down"  # ties go to Up
+
+    def _try_settle(self, m: _Market, now: float) -> None:
+        outcome = self._outcome(m)
+        if outcome is None and now < m.info.end + self.cfg.settle_grace_seconds:
+            return  # wait for the outcome without trading this market
+        record: TradeRecord | None = None
+        index = self.md.chainlink_price_at(m.info.asset, m.info.end) or self.md.chainlink_price(m.info.asset)
+        change = self._underlying_change(m, index)
+        if m.position is not None:
+            if outcome is None:
+                self.stats.unresolved_closes += 1
+                record = self.broker.close_at_book(
+                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
+                    now, m.prob, change, EXIT_UNRESOLVED,
+                )
+            else:
+                record = settle(m.position, outcome == "Up", now, m.prob, change)
+            m.position = None
+            self._book_trade(m, record)
+        self._finish_market(m, outcome or "unresolved", record.pnl if record is not None else 0.0)
+
+    def _finish_market(self, m: _Market, outcome: str, final_pnl: float) -> None:
+        cid = m.info.condition_id
+        if m.acted:
+            self.strategy.end_market(cid, final_pnl)
+        if self.logs is not None:
+            self.logs.write_episode(EpisodeRecord(
+                m.info.start, m.info.asset, cid, outcome, m.trades, m.pnl, m.fees, m.exposure,
+            ))
+        del self._markets[cid]
+        self._order.remove(m)
+        self._done.add(cid)
+        self._done_fifo.append(cid)
+        if len(self._done_fifo) > _DONE_MEMORY:
+            self._done.discard(self._done_fifo.popleft())
+        pending = self._window_pending.get(m.info.start, 0) - 1
+        if pending <= 0:
+            self._window_pending.pop(m.info.start, None)
+            if outcome != "shutdown":
+                self.stats.windows += 1
+        else:
+            self._window_pending[m.info.start] = pending
+
+    def _book_trade(self, m: _Market, record: TradeRecord) -> None:
+        self.stats.add_trade(record.asset, record.pnl, record.fee)
+        m.trades += 1
+        m.pnl += record.pnl
+        m.fees += record.fee
+        if self.logs is not None:
+            self.logs.write_trade(record)
+
+    def _shutdown(self) -> None:
+        """End of run: close what is still open at the book and end every market the strategy knows."""
+        self.broker.begin_tick()
+        now = self.clock.now()
+        self._drain_updates(now)
+        for m in list(self._order):
+            if m.position is None and not m.acted:
+                continue
+            record: TradeRecord | None = None
+            if m.position is not None:
+                self.stats.shutdown_closes += 1
+                record = self.broker.close_at_book(
+                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
+                    now, m.prob, self._underlying_change(m, self.md.chainlink_price(m.info.asset)),
+                    EXIT_SHUTDOWN,
+                )
+                m.position = None
+                self._book_trade(m, record)
+            self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)

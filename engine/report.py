@@ -1,0 +1,97 @@
+"""The run report (DESIGN.md schema plus fill mode and skipped orders) and its console summary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(slots=True)
+class RunStats:
+    """Running totals the engine keeps; `to_report` turns them into the report dict."""
+
+    decisions: int = 0
+    trades: int = 0
+    wins: int = 0
+    pnl: float = 0.0
+    fees: float = 0.0
+    windows: int = 0
+    updates: int = 0
+    stale_seconds: float = 0.0
+    unresolved_closes: int = 0
+    shutdown_closes: int = 0
+    pnl_by_asset: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    def add_trade(self, asset: str, pnl: float, fee: float) -> None:
+        self.trades += 1
+        self.wins += pnl > 0.0
+        self.pnl += pnl
+        self.fees += fee
+        self.pnl_by_asset[asset] = self.pnl_by_asset.get(asset, 0.0) + pnl
+
+
+def build_report(
+    stats: RunStats,
+    *,
+    strategy: str,
+    source: str,
+    seed: int | None,
+    fill: str,
+    wall_seconds: float,
+    messages: int,
+    rejected: int,
+    reconnects: int,
+    skipped: dict,
+    assets: tuple[str, ...],
+) -> dict:
+    return {
+        "strategy": strategy,
+        "source": source,
+        "seed": seed,
+        "windows": stats.windows,
+        "decisions": stats.decisions,
+        "trades": stats.trades,
+        "wins": stats.wins,
+        "win_rate": round(stats.win_rate, 6),
+        "pnl": round(stats.pnl, 6),
+        "fees": round(stats.fees, 6),
+        "pnl_by_asset": {a: round(stats.pnl_by_asset.get(a, 0.0), 6) for a in sorted(assets)},
+        "updates": stats.updates,
+        "wall_seconds": round(wall_seconds, 3),
+        "decisions_per_second": round(stats.decisions / wall_seconds, 1) if wall_seconds > 0 else 0.0,
+        "feed": {
+            "messages": messages,
+            "rejected": rejected,
+            "reconnects": reconnects,
+            "stale_seconds": round(stats.stale_seconds, 3),
+        },
+        "model_saved": None,
+        "fill": fill,
+        "skipped_orders": skipped,
+        "unresolved_closes": stats.unresolved_closes,
+        "shutdown_closes": stats.shutdown_closes,
+    }
+
+
+def format_summary(report: dict) -> str:
+    """A few lines for people: PnL, trades, win rate, fees, per asset, speed."""
+    per_asset = "  ".join(f"{a} ${v:+,.2f}" for a, v in report.get("pnl_by_asset", {}).items())
+    skipped = report.get("skipped_orders", {})
+    skipped_total = sum(v for k, v in skipped.items() if k != "dust_shares")
+    feed = report.get("feed", {})
+    lines = [
+        f"{report.get('strategy')} on {report.get('source')} (fill {report.get('fill')}): "
+        f"PnL ${report.get('pnl', 0.0):+,.2f} after ${report.get('fees', 0.0):,.2f} fees",
+        f"trades {report.get('trades', 0)}  win rate {100 * report.get('win_rate', 0.0):.1f}%  "
+        f"windows {report.get('windows', 0)}  decisions {report.get('decisions', 0):,}  "
+        f"({report.get('decisions_per_second', 0.0):,.0f}/s over {report.get('wall_seconds', 0.0):.1f} s)",
+        f"per asset: {per_asset or '-'}",
+        f"feed: {feed.get('messages', 0):,} messages, {feed.get('rejected', 0)} rejected, "
+        f"{feed.get('stale_seconds', 0.0):.0f} stale market-seconds; skipped orders {skipped_total}",
+    ]
+    if report.get("updates"):
+        lines.append(f"PPO updates {report['updates']}")
+    return "\n".join(lines)
