@@ -1,0 +1,203 @@
+"""PaperBroker: fills walk the real book, pay the taker fee, respect tick, minimum size and consumed liquidity."""
+
+from __future__ import annotations
+
+import pytest
+
+from engine.broker import PaperBroker, taker_fee
+from engine.positions import DOWN, UP, Position, settle
+from strategies.base import Action
+from streamers.frames import MarketInfo
+from streamers.polymarket import PolymarketBook
+
+INFO = MarketInfo(
+    asset="BTC", condition_id="0xc1", token_up="up1", token_down="down1", start=1_000_000,
+    end=1_000_900, price_to_beat=None, tick_size=0.01, min_size=5, fee_rate=0.07,
+)
+
+
+def book(token: str, bids=(), asks=(), tick: float = 0.01, t: float = 1.0) -> PolymarketBook:
+    b = PolymarketBook(token)
+    b.apply_snapshot(tuple(bids), tuple(asks), t, tick)
+    return b
+
+
+def position(side: str, shares: float, cost: float, token: str = "up1") -> Position:
+    return Position(
+        market_id="0xc1", asset="BTC", side=side, token_id=token, shares=shares, cost=cost, entry_fee=0.0,
+        entry_price=cost / shares, entry_time=1_000_000.0, time_remaining_at_entry=900.0, prob_at_entry=0.5,
+    )
+
+
+def test_taker_fee_matches_the_venue_worked_examples():
+    assert taker_fee(100, 0.50, 0.07) == pytest.approx(1.75)
+    assert taker_fee(10, 0.65, 0.07) == pytest.approx(0.15925)
+
+
+def test_buy_walks_ask_levels_and_takes_the_fee_in_shares():
+    up = book("up1", asks=[(0.50, 4), (0.51, 6), (0.52, 100)])
+    fill = PaperBroker().buy("up1", up, 5.0, INFO)
+    # level 1: 4 shares for $2.00, fee 4*0.07*0.5*0.5 = 0.07 (0.14 shares)
+    # level 2: $3.00 left buys 5.88 shares at 0.51 = $2.9988, fee 5.88*0.07*0.51*0.49 = 0.10286
+    assert fill is not None
+    assert fill.shares == pytest.approx(9.88)
+    assert fill.cash == pytest.approx(4.9988)
+    assert fill.fee == pytest.approx(0.07 + 0.10286)
+    assert fill.net_shares == pytest.approx(9.88 - 0.07 / 0.50 - 0.10286 / 0.51)
+    assert fill.limit_price == pytest.approx(0.51)
+    assert fill.avg_price == pytest.approx(4.9988 / 9.88)
+
+
+def test_sell_walks_bid_levels_and_pays_the_fee_in_usdc():
+    up = book("up1", bids=[(0.60, 3), (0.58, 10)])
+    fill = PaperBroker().sell("up1", up, 8.0, INFO)
+    assert fill is not None
+    assert fill.shares == pytest.approx(8.0)
+    assert fill.cash == pytest.approx(3 * 0.60 + 5 * 0.58)
+    assert fill.fee == pytest.approx(0.0504 + 0.08526)
+    assert fill.limit_price == pytest.approx(0.58)
+
+
+def test_buy_filling_fewer_shares_than_the_minimum_is_skipped_and_counted():
+    broker = PaperBroker()
+    up = book("up1", asks=[(0.50, 3)])
+    assert broker.buy("up1", up, 5.0, INFO) is None
+    assert broker.skipped.below_min_size == 1
+    deeper = book("up1", asks=[(0.50, 3), (0.51, 50)], t=2.0)
+    fill = broker.buy("up1", deeper, 5.0, INFO)
+    assert fill is not None and fill.shares > 5  # the skipped order consumed nothing
+
+
+def test_exit_below_minimum_size_is_skipped_and_the_position_held():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)])
+    held = position(UP, 4.5, 2.25)
+    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    assert result.position is held and result.record is None
+    assert held.shares == pytest.approx(4.5)
+    assert broker.skipped.exit_below_min_size == 1
+
+
+def test_limit_price_must_be_on_the_tick_grid_inside_the_valid_range():
+    broker = PaperBroker()
+    coarse = book("up1", asks=[(0.995, 100)], tick=0.01)
+    assert broker.buy("up1", coarse, 5.0, INFO) is None  # a 0.01 grid limit would be 1.00: invalid
+    assert broker.skipped.empty_book == 1
+    fine = book("up1", asks=[(0.995, 100)], tick=0.001, t=2.0)
+    fill = broker.buy("up1", fine, 5.0, INFO)
+    assert fill is not None and fill.avg_price == pytest.approx(0.995)
+    low_bid = book("up1", bids=[(0.005, 100)], tick=0.01)
+    assert broker.sell("up1", low_bid, 10.0, INFO) is None
+
+
+def test_two_orders_in_one_tick_cannot_fill_the_same_liquidity():
+    broker = PaperBroker()
+    up = book("up1", asks=[(0.50, 10), (0.60, 100)])
+    first = broker.buy("up1", up, 5.0, INFO)
+    second = broker.buy("up1", up, 5.0, INFO)
+    assert first is not None and first.avg_price == pytest.approx(0.50)
+    assert second is not None and second.avg_price == pytest.approx(0.60)
+    broker.begin_tick()
+    third = broker.buy("up1", up, 5.0, INFO)
+    assert third is not None and third.avg_price == pytest.approx(0.50)
+
+
+def test_liquidity_comes_back_when_the_book_changes():
+    broker = PaperBroker()
+    up = book("up1", asks=[(0.50, 10), (0.60, 100)])
+    broker.buy("up1", up, 5.0, INFO)
+    up.set_level("SELL", 0.50, 10.0, 2.0)  # the venue re-quotes the level
+    again = broker.buy("up1", up, 5.0, INFO)
+    assert again is not None and again.avg_price == pytest.approx(0.50)
+
+
+def test_empty_side_gives_no_fill_and_is_counted():
+    broker = PaperBroker()
+    assert broker.buy("up1", book("up1", bids=[(0.5, 10)]), 5.0, INFO) is None
+    assert broker.buy("up1", None, 5.0, INFO) is None
+    assert broker.sell("up1", book("up1", asks=[(0.5, 10)]), 10.0, INFO) is None
+    assert broker.skipped.empty_book == 3
+
+
+def test_buy_when_flat_opens_up_and_sell_when_flat_buys_the_down_token():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    down = book("down1", bids=[(0.49, 100)], asks=[(0.40, 100)])
+    long_up = broker.execute(Action.BUY, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
+    assert long_up.opened and long_up.position.side == UP and long_up.position.token_id == "up1"
+    assert long_up.position.cost == pytest.approx(5.0)
+    assert long_up.position.shares == pytest.approx(10 - taker_fee(10, 0.5, 0.07) / 0.5)
+    long_down = broker.execute(Action.SELL, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
+    assert long_down.position.side == DOWN and long_down.position.token_id == "down1"
+    assert long_down.position.entry_price == pytest.approx(0.40)
+    assert long_down.position.time_remaining_at_entry == pytest.approx(890.0)
+
+
+def test_no_pyramiding_and_hold_does_nothing():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    down = book("down1", bids=[(0.49, 100)], asks=[(0.51, 100)])
+    held_up = position(UP, 10.0, 5.0)
+    held_down = position(DOWN, 10.0, 5.0, token="down1")
+    for action, held in ((Action.BUY, held_up), (Action.SELL, held_down), (Action.HOLD, held_up)):
+        result = broker.execute(action, INFO, held, up, down, 5.0, 1_000_100.0, 0.5, 0.0)
+        assert result.position is held and result.record is None and not result.opened
+        assert held.shares == 10.0
+    # nothing was consumed: a buy still gets the best level in full
+    assert broker.buy("up1", up, 5.0, INFO).avg_price == pytest.approx(0.50)
+
+
+def test_sell_closes_a_long_up_and_realizes_proceeds_minus_cost_minus_fee():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)])
+    held = position(UP, 10.0, 5.0)
+    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.001)
+    assert result.position is None
+    record = result.record
+    fee = taker_fee(10, 0.60, 0.07)
+    assert record.pnl == pytest.approx(10 * 0.60 - 5.0 - fee)
+    assert record.exit_reason == "close" and record.side == UP and record.action == "BUY"
+    assert record.duration == pytest.approx(100.0)
+
+
+def test_buy_closes_a_long_down_into_the_down_bids():
+    broker = PaperBroker()
+    down = book("down1", bids=[(0.30, 100)], asks=[(0.31, 100)])
+    held = position(DOWN, 12.0, 4.8, token="down1")
+    result = broker.execute(Action.BUY, INFO, held, None, down, 5.0, 1_000_100.0, 0.7, 0.0)
+    assert result.position is None
+    assert result.record.pnl == pytest.approx(12 * 0.30 - 4.8 - taker_fee(12, 0.30, 0.07))
+    assert result.record.action == "SELL"
+
+
+def test_a_sale_into_thin_bids_fills_partially_and_keeps_the_rest_open():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.60, 4)], asks=[(0.61, 100)])
+    held = position(UP, 10.0, 5.0)
+    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    assert result.position is held
+    assert held.shares == pytest.approx(6.0) and held.cost == pytest.approx(3.0)
+    assert result.record.shares == pytest.approx(4.0)
+    assert result.record.pnl == pytest.approx(4 * 0.60 - 2.0 - taker_fee(4, 0.60, 0.07))
+
+
+def test_settlement_pays_one_for_the_winning_token_and_zero_otherwise():
+    won = settle(position(UP, 10.0, 5.0), True, 1_000_900.0, 0.99, 0.001)
+    assert won.pnl == pytest.approx(5.0) and won.exit_price == 1.0 and won.exit_reason == "settle"
+    lost = settle(position(DOWN, 10.0, 5.0, token="down1"), True, 1_000_900.0, 0.99, 0.001)
+    assert lost.pnl == pytest.approx(-5.0) and lost.fee == 0.0
+
+
+def test_mid_fill_uses_the_mid_without_fee_depth_or_minimum():
+    broker = PaperBroker("mid")
+    up = book("up1", bids=[(0.48, 1)], asks=[(0.52, 1)])
+    fill = broker.buy("up1", up, 1.0, INFO)
+    assert fill.avg_price == pytest.approx(0.50) and fill.fee == 0.0
+    assert fill.shares == pytest.approx(2.0)  # below the 5-share minimum and beyond the 1-share depth
+    sale = broker.sell("up1", up, 2.0, INFO)
+    assert sale.cash == pytest.approx(1.0) and sale.fee == 0.0
+
+
+def test_unknown_fill_mode_is_refused():
+    with pytest.raises(ValueError, match="fill mode"):
+        PaperBroker("last")
