@@ -144,7 +144,7 @@ def _futures_event(stream: str, symbol: str, data: dict) -> FuturesUpdate:
         return AggTrade(symbol, float(data["p"]), float(data["q"]), data["m"] is True, data["T"] / 1000.0)
     if kind == "depthUpdate":
         # partial-book streams (`@depth5`, `@depth20@100ms`) are snapshots; a diff stream needs a local book
-        if not stream[stream.index("@depth") + 6 : stream.index("@depth") + 7].isdigit():
+        if not stream.partition("@depth")[2][:1].isdigit():
             raise ParseError(f"diff-depth stream {stream!r} is not supported (use @depth5/@depth20)")
         return DepthSnapshot(symbol, _levels(data["b"]), _levels(data["a"]))
     if kind == "bookTicker":

@@ -142,14 +142,17 @@ class MarketData:
         return book
 
     def _on_polymarket(self, msg: str, t: float) -> None:
+        # stated tops are checked once the whole frame is applied, against the last one given per token,
+        # which holds whether the venue states them after each change or after the whole message
+        stated: dict[str, tuple[float | None, float | None]] = {}
         for u in polymarket.handle(msg):
             if type(u) is polymarket.LevelChange:
-                book = self._book_for(u.asset_id)
-                book.set_level(u.side, u.price, u.size, t)
-                if (u.best_bid is not None or u.best_ask is not None) and book.check_top(u.best_bid, u.best_ask):
-                    self.book_mismatches += 1
+                self._book_for(u.asset_id).set_level(u.side, u.price, u.size, t)
+                if u.best_bid is not None or u.best_ask is not None:
+                    stated[u.asset_id] = (u.best_bid, u.best_ask)
             elif isinstance(u, polymarket.BookSnapshot):
                 self._book_for(u.asset_id).apply_snapshot(u.bids, u.asks, t, u.tick_size)
+                stated.pop(u.asset_id, None)
             elif isinstance(u, polymarket.BestBidAsk):
                 if self._book_for(u.asset_id).check_top(u.best_bid, u.best_ask):
                     self.book_mismatches += 1
@@ -164,6 +167,9 @@ class MarketData:
             elif isinstance(u, polymarket.UnknownEvent):
                 self.unknown += 1
             # NewMarket: discovery frames are the source of markets; the event only says one exists
+        for asset_id, (best_bid, best_ask) in stated.items():
+            if self._books[asset_id].check_top(best_bid, best_ask):
+                self.book_mismatches += 1
 
     def _resolve(self, u: polymarket.MarketResolved) -> None:
         outcome: str | None = u.winning_outcome if u.winning_outcome in ("Up", "Down") else None

@@ -345,16 +345,22 @@ class PolymarketBook:
             return None
         return (bid + ask) / 2.0
 
+    def imbalance(self, levels: int) -> float:
+        """(bid size - ask size) / total over the best `levels` of each side, in [-1, 1]; 0 when empty."""
+        bid = sum(s for _, s in self.bids[:levels])
+        ask = sum(s for _, s in self.asks[:levels])
+        return (bid - ask) / (bid + ask) if bid + ask > 0.0 else 0.0
+
     @property
     def bids(self) -> list[tuple[float, float]]:
-        """(price, size) best (highest) first."""
+        """(price, size) best (highest) first; a shared cached list, so do not modify it."""
         if self._sorted_bids is None:
             self._sorted_bids = sorted(self._bids.items(), reverse=True)
         return self._sorted_bids
 
     @property
     def asks(self) -> list[tuple[float, float]]:
-        """(price, size) best (lowest) first."""
+        """(price, size) best (lowest) first; a shared cached list, so do not modify it."""
         if self._sorted_asks is None:
             self._sorted_asks = sorted(self._asks.items())
         return self._sorted_asks

@@ -165,3 +165,23 @@ def test_same_frames_give_identical_state_on_a_second_run():
     assert (fa.last_price, fa.cvd, fa.trade_intensity, fa.book_imbalance_l5) == (
         fb.last_price, fb.cvd, fb.trade_intensity, fb.book_imbalance_l5)
     assert a.book("111").bids == b.book("111").bids
+
+
+def test_stated_top_is_checked_after_the_whole_message_not_after_each_change():
+    md = MarketData(assets=("BTC",))
+    snap = book("111", ".50", ".52") | {"bids": [{"price": p, "size": "10"} for p in (".48", ".49", ".50")]}
+    md.handle(Frame(START, FEED_POLYMARKET, _json(snap)))
+    both_removed = {"event_type": "price_change", "market": "0xaaa", "timestamp": "2", "price_changes": [
+        {"asset_id": "111", "price": "0.50", "size": "0", "side": "BUY", "best_bid": "0.48", "best_ask": "0.52"},
+        {"asset_id": "111", "price": "0.49", "size": "0", "side": "BUY", "best_bid": "0.48", "best_ask": "0.52"}]}
+    md.handle(Frame(START + 1, FEED_POLYMARKET, _json(both_removed)))
+    assert md.book_mismatches == 0 and md.book("111").best_bid == 0.48 and not md.book("111").needs_resync
+
+
+def test_polymarket_book_imbalance_over_best_levels():
+    md = _run(_session())
+    md.handle(Frame(START + 2, FEED_POLYMARKET, _json(book("111", ".55", ".57") | {
+        "bids": [{"price": ".55", "size": "30"}, {"price": ".54", "size": "50"}],
+        "asks": [{"price": ".57", "size": "10"}, {"price": ".58", "size": "10"}]})))
+    up = md.book("111")
+    assert up.imbalance(1) == pytest.approx(0.5) and up.imbalance(5) == pytest.approx(0.6)
