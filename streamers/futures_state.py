@@ -214,12 +214,14 @@ class FuturesState:
 
     @property
     def cvd_acceleration(self) -> float:
-        """Net flow of the last 10 s minus that of the 10 s before, over the last 60 s of volume."""
+        """Change of the CVD slope (net taker flow per second) between the last two 10 s buckets, over
+        the last 60 s of volume: bounded by 0.1 in size, reached only when that volume all fell in those 20 s."""
         buy1, sell1, _ = self._flow.window(self.updated_at, INTENSITY_WINDOW_S)
         buy0, sell0, _ = self._flow.window(self.updated_at, INTENSITY_WINDOW_S, skip=INTENSITY_WINDOW_S)
         buy, sell, _ = self._flow.window(self.updated_at, FLOW_WINDOW_S)
         total = buy + sell
-        return ((buy1 - sell1) - (buy0 - sell0)) / total if total > 0.0 else 0.0
+        slope_change = ((buy1 - sell1) - (buy0 - sell0)) / INTENSITY_WINDOW_S
+        return slope_change / total if total > 0.0 else 0.0
 
     @property
     def trade_intensity(self) -> float:

@@ -70,13 +70,21 @@ def test_aggressor_side_drives_cvd_and_trade_flow_imbalance():
     assert s.trade_flow_imbalance == 0.0 and s.cvd == pytest.approx(2.0)
 
 
-def test_cvd_acceleration_compares_the_last_two_ten_second_slopes_over_minute_volume():
+def test_cvd_acceleration_is_the_change_of_ten_second_cvd_slopes_over_minute_volume():
     s = FuturesState("BTC")
     _feed(s, _trade(100.0, 4.0, False, T0 + 60.5), T0 + 60.5)  # only in the 60 s volume
     _feed(s, _trade(100.0, 2.0, True, T0 + 95.5), T0 + 95.5)  # previous 10 s bucket: net -2
     _feed(s, _trade(100.0, 4.0, False, T0 + 105.5), T0 + 105.5)  # last 10 s bucket: net +4
     _feed(s, _depth([["1", "1"]], [["2", "1"]], T0 + 109.9), T0 + 109.9)
-    assert s.cvd_acceleration == pytest.approx((4.0 - (-2.0)) / 10.0)
+    # slopes: +4/10 s and -2/10 s; their change over 10 units of 60 s volume
+    assert s.cvd_acceleration == pytest.approx((4.0 / 10 - (-2.0) / 10) / 10.0)
+
+
+def test_cvd_acceleration_reaches_its_bound_only_when_all_volume_is_in_the_last_twenty_seconds():
+    s = FuturesState("BTC")
+    _feed(s, _trade(100.0, 5.0, True, T0 + 95.5), T0 + 95.5)
+    _feed(s, _trade(100.0, 5.0, False, T0 + 105.5), T0 + 105.5)
+    assert s.cvd_acceleration == pytest.approx(0.1)
 
 
 def test_large_trade_flag_rises_above_rolling_threshold_and_clears_after_five_seconds():

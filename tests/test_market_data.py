@@ -1,8 +1,11 @@
 """MarketData end to end: a small session of frames from every feed, bad input included."""
 
+import itertools
+
 import orjson
 import pytest
 
+from sim.source import SimSource
 from streamers.frames import (
     FEED_DISCOVERY,
     FEED_FUTURES_MARKET,
@@ -185,3 +188,19 @@ def test_polymarket_book_imbalance_over_best_levels():
         "asks": [{"price": ".57", "size": "10"}, {"price": ".58", "size": "10"}]})))
     up = md.book("111")
     assert up.imbalance(1) == pytest.approx(0.5) and up.imbalance(5) == pytest.approx(0.6)
+
+
+def test_simulator_frames_parse_without_rejections_and_fill_every_asset():
+    src = SimSource(5)
+    md = MarketData()
+    for frame in itertools.islice(src.iter_frames(), 30_000):
+        md.handle(frame)
+    assert md.messages == 30_000 and md.rejected == 0, md.last_reject
+    assert md.markets and md.book_mismatches == 0
+    for asset in md.assets:
+        fut = md.futures(asset)
+        assert fut.last_price is not None and fut.trade_intensity > 0.0
+        assert fut.realized_vol > 0.0  # the warm-up bars made the volatility valid at once
+        assert md.chainlink_price(asset) is not None
+    info = next(iter(md.markets.values()))
+    assert md.book(info.token_up) is not None and md.book(info.token_up).best_bid is not None
