@@ -14,8 +14,9 @@ import json
 import logging
 import re
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiohttp
 import websockets
@@ -209,13 +210,15 @@ class SocketClient:
         finally:
             for h in helpers:
                 h.cancel()
-            await asyncio.gather(*helpers, return_exceptions=True)
+            for result in await asyncio.gather(*helpers, return_exceptions=True):
+                if isinstance(result, Exception):
+                    log.error("%s: connection helper failed: %r", self.venue, result)
             self._on_close()
 
     async def _on_open(self, ws: ClientConnection) -> None:
         """Send subscriptions; called on every (re)connect before reading."""
 
-    def _helpers(self, ws: ClientConnection) -> list[Awaitable[None]]:
+    def _helpers(self, ws: ClientConnection) -> list[Coroutine[Any, Any, None]]:
         """Coroutines that live as long as one connection (pingers, watchdogs, warm-up)."""
         return []
 
@@ -252,7 +255,7 @@ class BinanceStreamClient(SocketClient):
         url: str,
         ctx: SocketContext,
         streams: Sequence[str],
-        warmup: Callable[[], Awaitable[None]] | None = None,
+        warmup: Callable[[], Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         super().__init__(venue, feed, url, ctx)
         exempt = self.settings.watchdog_exempt
@@ -261,8 +264,8 @@ class BinanceStreamClient(SocketClient):
         self.last_seen: dict[str, float] = {}
         self.silent_streams: tuple[str, ...] = ()  # the streams behind the latest watchdog trip
 
-    def _helpers(self, ws: ClientConnection) -> list[Awaitable[None]]:
-        helpers: list[Awaitable[None]] = [self._watchdog(ws)]
+    def _helpers(self, ws: ClientConnection) -> list[Coroutine[Any, Any, None]]:
+        helpers: list[Coroutine[Any, Any, None]] = [self._watchdog(ws)]
         if self.warmup is not None:
             helpers.append(self.warmup())
         return helpers
@@ -330,7 +333,7 @@ class PolymarketMarketClient(SocketClient):
             await ws.send(json.dumps({"assets_ids": self.assets, "type": "market", "custom_feature_enabled": True}))
             self._ws = ws
 
-    def _helpers(self, ws: ClientConnection) -> list[Awaitable[None]]:
+    def _helpers(self, ws: ClientConnection) -> list[Coroutine[Any, Any, None]]:
         return [self._text_pinger(ws, "PING", self.settings.polymarket_ping_every)]
 
     def _on_close(self) -> None:
@@ -356,7 +359,7 @@ class RtdsClient(SocketClient):
     async def _on_open(self, ws: ClientConnection) -> None:
         await ws.send(self.subscribe_message())
 
-    def _helpers(self, ws: ClientConnection) -> list[Awaitable[None]]:
+    def _helpers(self, ws: ClientConnection) -> list[Coroutine[Any, Any, None]]:
         return [self._text_pinger(ws, self.settings.rtds_ping_text, self.settings.rtds_ping_every)]
 
 
