@@ -123,6 +123,9 @@ def _write_temp(folder: Path, target: str, payload: bytes) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target}.", suffix=".tmp", dir=folder)
     try:
         with os.fdopen(fd, "wb") as handle:
+            existing = folder / target
+            # mkstemp makes 0600 files; a checkpoint keeps the mode of the file it replaces, else rw-r--r--
+            os.fchmod(handle.fileno(), existing.stat().st_mode & 0o777 if existing.is_file() else 0o644)
             handle.write(payload)
             handle.flush()
             os.fsync(handle.fileno())

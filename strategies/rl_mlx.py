@@ -452,6 +452,7 @@ class RLStrategy(Strategy):
             clip_fraction = (mx.abs(ratio - 1) > cfg.clip_eps).astype(mx.float32).mean()
             return loss, mx.stack([policy_loss, value_loss, entropy, approx_kl, clip_fraction])
 
+        self._loss_fn = loss_fn
         loss_and_grad = nn.value_and_grad(self.model, loss_fn)
         state = [self.model.state, self.actor_optimizer.state, self.critic_optimizer.state]
 
@@ -472,10 +473,13 @@ class RLStrategy(Strategy):
     def update(self) -> dict:
         """One PPO update on every ready transition; returns (and queues for pop_updates) its metrics."""
         cfg = self.config
-        batch = self.buffer.take(cfg.gamma, cfg.gae_lambda, 1.0 / (self.reward_std + 1e-8))
+        return self.train_on_batch(self.buffer.take(cfg.gamma, cfg.gae_lambda, 1.0 / (self.reward_std + 1e-8)))
+
+    def _tensors(self, batch: RolloutBatch) -> list[mx.array]:
+        """Loss inputs; advantages normalised over the whole batch (once, not per minibatch)."""
         n = len(batch.actions)
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
-        tensors = [
+        return [
             mx.array(batch.features),
             mx.array(batch.history.reshape(n, -1)),
             mx.array(batch.actions),
@@ -483,6 +487,19 @@ class RLStrategy(Strategy):
             mx.array(advantages),
             mx.array(batch.returns),
         ]
+
+    def batch_loss(self, batch: RolloutBatch) -> dict[str, float]:
+        """The PPO loss and its parts on `batch` with the current weights (no update)."""
+        loss, parts = self._loss_fn(self.model, *self._tensors(batch))
+        mx.eval(loss, parts)
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        return {"loss": float(loss), **{k: float(v) for k, v in zip(names, np.array(parts), strict=True)}}
+
+    def train_on_batch(self, batch: RolloutBatch) -> dict:
+        """n_epochs of shuffled minibatch steps on `batch`, stopping early on KL; returns the metrics."""
+        cfg = self.config
+        tensors = self._tensors(batch)
+        n = len(batch.actions)
         sums = mx.zeros(5)
         steps = 0
         for _ in range(cfg.n_epochs):
@@ -493,7 +510,7 @@ class RLStrategy(Strategy):
                 idx = mx.array(order[start : start + cfg.batch_size])
                 epoch = epoch + self._train_step(*(t[idx] for t in tensors))
                 epoch_steps += 1
-            mx.eval(epoch, self.model.parameters())
+            mx.eval(epoch, self.model.parameters())  # one host sync per epoch
             sums, steps = sums + epoch, steps + epoch_steps
             if float(epoch[3]) / epoch_steps > cfg.kl_stop_factor * cfg.target_kl:
                 break  # the policy moved too far from the one that collected the data
