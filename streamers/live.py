@@ -112,7 +112,7 @@ class LiveSettings:
     futures_market_streams: tuple[str, ...] = FUTURES_MARKET_STREAMS
     futures_public_streams: tuple[str, ...] = FUTURES_PUBLIC_STREAMS
     spot_streams: tuple[str, ...] = SPOT_STREAMS
-    klines_limit: int = 61  # one hour of closed 1-minute bars plus the open one
+    klines_limit: int = 63  # a bar closed a full 60 minutes ago (for the 60-minute trend), plus the open one
     rest_retry: RetryPolicy = field(default_factory=RetryPolicy)
     discovery: DiscoverySettings = field(default_factory=DiscoverySettings)
     check_timeout: float = 10.0
