@@ -341,7 +341,7 @@ def test_live_source_uses_routed_paths_follows_discovery_and_emits_klines_warmup
         "/fut/public/stream": ["btcusdt@depth5@100ms", "btcusdt@bookTicker"],
         "/spot/stream": ["btcusdt@aggTrade"],
     }
-    assert venues.klines_queries[0] == {"symbol": "BTCUSDT", "interval": "1m", "limit": "61"}
+    assert venues.klines_queries[0] == {"symbol": "BTCUSDT", "interval": "1m", "limit": "63"}
     warmup = next(f for f in frames if "klines_rest" in f.msg)
     assert warmup.feed == FEED_FUTURES_MARKET
     assert json.loads(warmup.msg) == {"stream": "btcusdt@klines_rest", "data": KLINES}
