@@ -1,0 +1,346 @@
+"""Engine: ticks, settlement, per-market bookkeeping across a window roll, stale guard, CSV logs, stop,
+determinism. Scripted sources send real venue frame shapes through the real MarketData; windows are
+shortened to a few seconds (the engine reads each market's own start/end)."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from engine.broker import taker_fee
+from engine.clock import RealClock, VirtualClock
+from engine.engine import Engine, EngineConfig
+from sim.source import SimSource
+from strategies import create_strategy
+from strategies.base import Action, MarketState, Strategy
+from streamers.frames import Frame
+from streamers.market_data import MarketData
+
+T0 = 1_767_225_600  # a window-aligned unix time
+NET_SHARES = 10 - taker_fee(10, 0.50, 0.07) / 0.50  # $5 at 0.50 with the fee taken in shares
+
+
+def market(cid: str, start: float, length: float = 10.0, ptb: float | None = 100.0) -> dict:
+    return {"asset": "BTC", "condition_id": cid, "token_up": f"{cid}-up", "token_down": f"{cid}-down",
+            "start": int(start), "end": int(start + length), "price_to_beat": ptb, "tick_size": 0.01,
+            "min_size": 5, "fee_rate": 0.07}
+
+
+def book_frame(t: float, m: dict) -> Frame:
+    side = {"bids": [{"price": ".49", "size": "100"}], "asks": [{"price": ".50", "size": "100"}]}
+    events = [{"event_type": "book", "asset_id": m[k], "market": m["condition_id"], **side,
+               "timestamp": str(int(t * 1000)), "hash": "0x0"} for k in ("token_up", "token_down")]
+    return Frame(t, "polymarket_market", json.dumps(events))
+
+
+def trade_frame(t: float, price: float = 100.0) -> Frame:
+    data = {"e": "aggTrade", "E": int(t * 1000), "s": "BTCUSDT", "a": 1, "p": str(price), "q": "0.5",
+            "f": 1, "l": 1, "T": int(t * 1000), "m": False}
+    return Frame(t, "binance_futures_market", json.dumps({"stream": "btcusdt@aggTrade", "data": data}))
+
+
+def chainlink_frame(t: float, source_ts: float, value: float) -> Frame:
+    msg = {"topic": "crypto_prices_chainlink", "type": "update", "timestamp": int(t * 1000),
+           "payload": {"symbol": "btc/usd", "timestamp": int(source_ts * 1000), "value": value}}
+    return Frame(t, "polymarket_rtds", json.dumps(msg))
+
+
+def resolved_frame(t: float, m: dict, winner: str) -> Frame:
+    msg = {"event_type": "market_resolved", "id": "1", "market": m["condition_id"],
+           "assets_ids": [m["token_up"], m["token_down"]],
+           "winning_asset_id": m["token_up" if winner == "Up" else "token_down"],
+           "winning_outcome": winner, "timestamp": str(int(t * 1000))}
+    return Frame(t, "polymarket_market", json.dumps(msg))
+
+
+def scenario(markets: list[dict], until: float, futures_until: float = math.inf,
+             chainlink_until: float = math.inf, extra: tuple[Frame, ...] = ()) -> list[Frame]:
+    """Discovery one second before T0, then every 0.5 s: books, a futures trade, a Chainlink price."""
+    frames = [Frame(T0 - 1.0, "discovery", json.dumps(markets))]
+    t = T0 - 0.75
+    while t < until:
+        frames += [book_frame(t, m) for m in markets]
+        if t <= futures_until:
+            frames.append(trade_frame(t))
+        if t <= chainlink_until:
+            frames.append(chainlink_frame(t, math.floor(t), 100.0))
+        t += 0.5
+    frames += extra
+    return sorted(frames, key=lambda f: f.t)
+
+
+class ScriptedSource:
+    def __init__(self, frames: list[Frame], virtual: bool = True) -> None:
+        self.virtual = virtual
+        self._frames = frames
+
+    async def frames(self):
+        for frame in self._frames:
+            yield frame
+
+    async def close(self) -> None:
+        pass
+
+
+class RecordingStrategy(Strategy):
+    """Plays a plan and records every call the engine makes (the engine is under test, not this)."""
+
+    name = "recording"
+
+    def __init__(self, plan: Callable[[MarketState], Action], updates: list[dict] | None = None) -> None:
+        super().__init__()
+        self.plan = plan
+        self.calls: list[tuple] = []
+        self._updates = list(updates or [])
+
+    def act_batch(self, states):
+        self.calls.append(("act", tuple((s.market_id, s.seconds_left) for s in states)))
+        return [self.plan(s) for s in states]
+
+    def record(self, market_id, reward):
+        self.calls.append(("record", market_id, reward))
+
+    def end_market(self, market_id, reward):
+        self.calls.append(("end", market_id, reward))
+
+    def pop_updates(self):
+        out, self._updates = self._updates, []
+        return out
+
+
+def always(action: Action) -> Callable[[MarketState], Action]:
+    return lambda state: action
+
+
+def run_engine(strategy: Strategy, frames: list[Frame], tmp_path: Path | None = None, **cfg) -> dict:
+    config = EngineConfig(assets=("BTC",), log_dir=tmp_path, run_id="t", seed=1, **cfg)
+    engine = Engine(strategy, ScriptedSource(frames), VirtualClock(), MarketData(assets=("BTC",)), config)
+    return asyncio.run(engine.run())
+
+
+def read_csv(path: str) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_window_roll_keeps_per_market_transitions_and_loses_no_tick():
+    a, b = market("0xa", T0), market("0xb", T0 + 10, ptb=None)
+    strategy = RecordingStrategy(always(Action.BUY))
+    report = run_engine(strategy, scenario([a, b], until=T0 + 22))
+    acts = [c[1] for c in strategy.calls if c[0] == "act"]
+    a_seconds = [left for batch in acts for cid, left in batch if cid == "0xa"]
+    b_seconds = [left for batch in acts for cid, left in batch if cid == "0xb"]
+    assert a_seconds == [10.0 - 0.5 * i for i in range(20)]  # every tick of window A
+    assert b_seconds[0] == 10.0  # B trades from the very tick A ends
+    records_a = [c[2] for c in strategy.calls if c[0] == "record" and c[1] == "0xa"]
+    assert len(records_a) == 20 and all(r == 0.0 for r in records_a)  # held, never closed
+    ends = [c for c in strategy.calls if c[0] == "end"]
+    # Chainlink at the end equals the open: a tie, so Up wins and the UP shares pay 1
+    assert ends[0] == ("end", "0xa", pytest.approx(NET_SHARES - 5.0))
+    assert ends[1] == ("end", "0xb", pytest.approx(NET_SHARES - 5.0))  # price_to_beat from Chainlink
+    end_a = strategy.calls.index(ends[0])
+    assert all("0xa" not in [cid for cid, _ in c[1]] for c in strategy.calls[end_a:] if c[0] == "act")
+    assert report["windows"] == 2 and report["trades"] == 2 and report["wins"] == 2
+    assert report["decisions"] == len(a_seconds) + len(b_seconds)
+
+
+def test_a_frame_stamped_exactly_on_a_tick_is_applied_before_that_tick():
+    a = market("0xa", T0)
+    frames = [f for f in scenario([a], until=T0 + 12) if not (f.feed == "polymarket_market" and f.t < T0)]
+    frames = sorted([*frames, book_frame(float(T0), a)], key=lambda f: f.t)
+    strategy = RecordingStrategy(always(Action.HOLD))
+    run_engine(strategy, frames)
+    first_act = next(c for c in strategy.calls if c[0] == "act")
+    assert first_act[1] == (("0xa", 10.0),)  # the tick at T0 saw the book that arrived at T0
+
+
+def test_venue_resolution_overrides_the_chainlink_estimate():
+    a = market("0xa", T0)
+    frames = scenario([a], until=T0 + 12, extra=(resolved_frame(T0 + 10.1, a, "Down"),))
+    strategy = RecordingStrategy(always(Action.BUY))
+    report = run_engine(strategy, frames)
+    assert [c for c in strategy.calls if c[0] == "end"] == [("end", "0xa", pytest.approx(-5.0))]
+    assert report["pnl"] == pytest.approx(-5.0) and report["wins"] == 0
+
+
+def test_chainlink_below_the_open_resolves_down():
+    a = market("0xa", T0, ptb=100.5)
+    strategy = RecordingStrategy(always(Action.SELL))
+    report = run_engine(strategy, scenario([a], until=T0 + 12))
+    assert report["pnl"] == pytest.approx(NET_SHARES - 5.0)  # long DOWN wins
+
+
+def test_stale_futures_feed_holds_the_market_out_of_the_batch():
+    a = market("0xa", T0)
+    strategy = RecordingStrategy(always(Action.HOLD))
+    report = run_engine(strategy, scenario([a], until=T0 + 12, futures_until=T0 + 3.25),
+                           stale_futures_seconds=2.0)
+    acted = [left for c in strategy.calls if c[0] == "act" for _, left in c[1]]
+    assert acted == [10.0 - 0.5 * i for i in range(11)]  # T0 .. T0+5: the last trade is 2 s old at 5.25
+    assert report["feed"]["stale_seconds"] == pytest.approx(9 * 0.5)
+    assert sum(1 for c in strategy.calls if c[0] == "record") == 11
+
+
+def test_market_without_an_up_book_is_not_traded():
+    a = market("0xa", T0)
+    frames = [f for f in scenario([a], until=T0 + 12) if not f.msg.startswith('[{"event_type": "book"')]
+    strategy = RecordingStrategy(always(Action.BUY))
+    report = run_engine(strategy, frames)
+    assert not [c for c in strategy.calls if c[0] == "act"]
+    assert report["trades"] == 0 and report["feed"]["stale_seconds"] == pytest.approx(10.0)
+
+
+def test_unresolved_market_is_closed_at_the_book_after_the_grace_period():
+    a = market("0xa", T0)
+    strategy = RecordingStrategy(always(Action.BUY))
+    report = run_engine(strategy, scenario([a], until=T0 + 16, chainlink_until=T0 + 8),
+                                settle_grace_seconds=3.0)
+    assert report["unresolved_closes"] == 1 and report["trades"] == 1
+    shares = math.floor(NET_SHARES * 100) / 100
+    expected = shares * 0.49 - taker_fee(shares, 0.49, 0.07) - 5.0
+    assert report["pnl"] == pytest.approx(expected)
+    assert [c[0] for c in strategy.calls].count("end") == 1
+
+
+def test_csv_logs_of_a_short_scripted_run(tmp_path):
+    a = market("0xa", T0)
+
+    def plan(state: MarketState) -> Action:
+        return {10.0: Action.BUY, 8.0: Action.SELL, 6.0: Action.SELL}.get(state.seconds_left, Action.HOLD)
+
+    update = {"update_num": 1, "policy_loss": -0.05, "value_loss": 1.5, "entropy": 0.69, "approx_kl": 0.01,
+              "clip_fraction": 0.1, "explained_variance": 0.2, "buffer_avg_reward": 0.3, "buffer_win_rate": 0.5}
+    checkpoints = []
+    strategy = RecordingStrategy(plan, updates=[update])
+    report = run_engine(strategy, scenario([a], until=T0 + 12), tmp_path,
+                                checkpoint_every=1, on_checkpoint=lambda: checkpoints.append(1))
+    trades = read_csv(report["logs"]["trades"])
+    assert [t["exit_reason"] for t in trades] == ["close", "settle"]
+    close, settled = trades
+    sold = math.floor(NET_SHARES * 100) / 100
+    close_fee = taker_fee(10, 0.5, 0.07) + taker_fee(sold, 0.49, 0.07)
+    assert close["timestamp"] == "2026-01-01T00:00:02+00:00"
+    assert (close["action"], close["side"]) == ("BUY", "UP")
+    assert float(close["entry_price"]) == pytest.approx(0.50) and float(close["exit_price"]) == pytest.approx(0.49)
+    assert float(close["pnl"]) == pytest.approx(sold * 0.49 - taker_fee(sold, 0.49, 0.07) - 5.0, abs=1e-6)
+    assert float(close["fee"]) == pytest.approx(close_fee, abs=1e-6)
+    assert float(close["duration"]) == pytest.approx(2.0)
+    assert float(close["time_remaining_at_entry"]) == pytest.approx(10.0)
+    assert (settled["action"], settled["side"]) == ("SELL", "DOWN")
+    assert float(settled["pnl"]) == pytest.approx(-5.0) and float(settled["exit_price"]) == 0.0
+    assert float(settled["underlying_change"]) == pytest.approx(0.0)
+    episodes = read_csv(report["logs"]["episodes"])
+    assert len(episodes) == 1
+    ep = episodes[0]
+    assert (ep["window_start"], ep["outcome"], ep["trades"]) == ("2026-01-01T00:00:00+00:00", "Up", "2")
+    assert float(ep["pnl"]) == pytest.approx(report["pnl"], abs=1e-5)
+    assert float(ep["exposure"]) == pytest.approx(10.0)
+    updates = read_csv(report["logs"]["updates"])
+    assert len(updates) == 1 and updates[0]["update_num"] == "1" and updates[0]["entropy"] == "0.69"
+    assert updates[0]["cumulative_trades"] == "0"  # the update ran on the first tick, before any trade
+    assert checkpoints == [1] and report["updates"] == 1
+    assert report["trades"] == 2 and report["pnl"] == pytest.approx(sum(float(t["pnl"]) for t in trades), abs=1e-5)
+
+
+def test_stop_from_a_signal_closes_open_positions_promptly(tmp_path):
+    start = time.time()
+    a = market("0xa", math.floor(start) - 5, length=900)
+    clock = RealClock(speed=1.0)
+
+    class LiveLike:
+        virtual = False
+
+        async def frames(self):
+            yield Frame(clock.now(), "discovery", json.dumps([a]))
+            while True:  # a live feed that keeps talking
+                now = clock.now()
+                yield book_frame(now, a)
+                yield trade_frame(now)
+                yield chainlink_frame(now, now, 100.0)
+                await asyncio.sleep(0.05)
+
+        async def close(self):
+            pass
+
+    strategy = RecordingStrategy(always(Action.BUY))
+    engine = Engine(strategy, LiveLike(), clock, MarketData(assets=("BTC",)),
+                    EngineConfig(assets=("BTC",), log_dir=tmp_path, run_id="s"))
+
+    async def main():
+        task = asyncio.create_task(engine.run())
+        await asyncio.sleep(1.3)
+        engine.stop()
+        stopped = time.perf_counter()
+        report = await asyncio.wait_for(task, timeout=5.0)
+        return report, time.perf_counter() - stopped
+
+    report, took = asyncio.run(main())
+    assert took < 1.0
+    assert report["decisions"] >= 1 and report["shutdown_closes"] == 1
+    assert [t["exit_reason"] for t in read_csv(report["logs"]["trades"])] == ["shutdown"]
+    assert [c[0] for c in strategy.calls].count("end") == 1
+
+
+def test_real_time_ticks_happen_when_no_frame_arrives():
+    clock = RealClock(speed=10.0, sim_origin=T0 + 0.9)
+    a = market("0xa", T0, length=60)
+
+    class QuietSource:
+        virtual = False
+
+        async def frames(self):
+            now = clock.now()
+            for frame in (Frame(now, "discovery", json.dumps([a])), book_frame(now, a), trade_frame(now),
+                          chainlink_frame(now, now, 100.0)):
+                yield frame
+            await asyncio.sleep(3600)  # then silence
+
+        async def close(self):
+            pass
+
+    strategy = RecordingStrategy(always(Action.HOLD))
+    engine = Engine(strategy, QuietSource(), clock, MarketData(assets=("BTC",)),
+                    EngineConfig(assets=("BTC",), log_dir=None, duration=5.0, stale_book_seconds=1e9,
+                                 stale_futures_seconds=1e9))
+    wall = time.perf_counter()
+    report = asyncio.run(engine.run())
+    assert time.perf_counter() - wall < 3.0
+    assert report["decisions"] >= 6  # about ten ticks in 5 s of clock time, no frame after the first
+
+
+def sim_run(tmp_path: Path, run_id: str) -> dict:
+    config = EngineConfig(assets=("BTC", "ETH"), max_windows=1, log_dir=tmp_path, run_id=run_id, seed=3)
+    engine = Engine(create_strategy("fair_value", seed=3), SimSource(3, assets=("BTC", "ETH")),
+                    VirtualClock(), MarketData(assets=("BTC", "ETH")), config)
+    return asyncio.run(engine.run())
+
+
+def test_seeded_sim_runs_are_identical_and_logs_add_up_to_the_report(tmp_path):
+    first, second = sim_run(tmp_path, "one"), sim_run(tmp_path, "two")
+    wall = ("wall_seconds", "decisions_per_second", "logs")
+    assert {k: v for k, v in first.items() if k not in wall} == {k: v for k, v in second.items() if k not in wall}
+    for kind in ("trades", "episodes", "updates"):
+        assert Path(first["logs"][kind]).read_text() == Path(second["logs"][kind]).read_text()
+
+    assert first["windows"] == 1 and first["decisions"] > 0 and first["trades"] > 0
+    trades = read_csv(first["logs"]["trades"])
+    assert len(trades) == first["trades"]
+    assert sum(float(t["pnl"]) for t in trades) == pytest.approx(first["pnl"], abs=1e-4)
+    assert sum(float(t["pnl"]) > 0 for t in trades) == first["wins"]
+    assert sum(float(t["fee"]) for t in trades) == pytest.approx(first["fees"], abs=1e-4)
+    for asset in ("BTC", "ETH"):
+        rows = [float(t["pnl"]) for t in trades if t["asset"] == asset]
+        assert sum(rows) == pytest.approx(first["pnl_by_asset"][asset], abs=1e-4)
+    episodes = read_csv(first["logs"]["episodes"])
+    assert sum(float(e["pnl"]) for e in episodes) == pytest.approx(first["pnl"], abs=1e-4)
+    assert sum(int(e["trades"]) for e in episodes) == first["trades"]
+    settled = [e for e in episodes if e["outcome"] in ("Up", "Down")]
+    assert len(settled) == 2  # one window of two assets resolved
+    assert first["feed"]["messages"] > 1000 and first["feed"]["rejected"] == 0
