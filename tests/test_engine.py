@@ -177,6 +177,27 @@ def test_chainlink_below_the_open_resolves_down():
     assert report["pnl"] == pytest.approx(NET_SHARES - 5.0)  # long DOWN wins
 
 
+def test_mid_fill_mode_trades_at_the_mid_without_fees_and_says_so():
+    a = market("0xa", T0)
+    report = run_engine(RecordingStrategy(always(Action.BUY)), scenario([a], until=T0 + 12), fill="mid")
+    assert report["fill"] == "mid" and report["fees"] == 0.0
+    assert report["pnl"] == pytest.approx(5.0 / 0.495 - 5.0)  # mid of 0.49/0.50, settled at 1
+
+
+def test_every_frame_is_recorded_in_arrival_order():
+    class ListRecorder:
+        def __init__(self) -> None:
+            self.frames: list[Frame] = []
+
+        def write(self, frame: Frame) -> None:
+            self.frames.append(frame)
+
+    frames = scenario([market("0xa", T0)], until=T0 + 12)
+    recorder = ListRecorder()
+    run_engine(RecordingStrategy(always(Action.HOLD)), frames, recorder=recorder)
+    assert recorder.frames == frames
+
+
 def test_stale_futures_feed_holds_the_market_out_of_the_batch():
     a = market("0xa", T0)
     strategy = RecordingStrategy(always(Action.HOLD))
