@@ -262,8 +262,8 @@ def load_checkpoint(path: str | os.PathLike[str], *, allow_fresh_stats: bool = F
         return Checkpoint(weights, None, [note])
     raise CheckpointError(
         f"{stats_path} {problem}: without its reward statistics, reward scaling would restart from scratch and "
-        "destabilise training; restore the stats file from a backup, or load with fresh statistics "
-        "(allow_fresh_stats) if you accept that"
+        f"destabilise training; restore it from a backup ({weights_path.stem}_backup_*_stats.npz) or start a new "
+        "model without --load"
     )
 
 

@@ -124,10 +124,16 @@ class ActorCritic(nn.Module):
         self.critic = TemporalMLP(config, config.critic_hidden_size, 1)
 
 
-def _np_layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> np.ndarray:
-    centered = x - x.mean(axis=-1, keepdims=True)
-    var = (centered * centered).mean(axis=-1, keepdims=True)
-    return centered / np.sqrt(var + eps) * weight + bias
+class _NumpyLayerNorm:
+    """mlx.nn.LayerNorm (eps 1e-5) in numpy; row means as a matmul, cheaper than .mean() on tiny arrays."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> None:
+        self.weight, self.bias, self.eps = weight, bias, np.float32(eps)
+        self.average = np.full((len(weight), 1), 1.0 / len(weight), dtype=np.float32)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        centered = x - x @ self.average
+        return centered / np.sqrt((centered * centered) @ self.average + self.eps) * self.weight + self.bias
 
 
 class _NumpyTower:
@@ -138,23 +144,23 @@ class _NumpyTower:
             return params[prefix + name]
 
         self.t_w1, self.t_b1 = get("temporal_encoder.fc1.weight").T.copy(), get("temporal_encoder.fc1.bias")
-        self.t_ln1 = get("temporal_encoder.ln1.weight"), get("temporal_encoder.ln1.bias")
+        self.t_ln1 = _NumpyLayerNorm(get("temporal_encoder.ln1.weight"), get("temporal_encoder.ln1.bias"))
         self.t_w2, self.t_b2 = get("temporal_encoder.fc2.weight").T.copy(), get("temporal_encoder.fc2.bias")
-        self.t_ln2 = get("temporal_encoder.ln2.weight"), get("temporal_encoder.ln2.bias")
+        self.t_ln2 = _NumpyLayerNorm(get("temporal_encoder.ln2.weight"), get("temporal_encoder.ln2.bias"))
         w1 = get("fc1.weight").T
         n_features = w1.shape[0] - self.t_w2.shape[1]
         # fc1 split in two so the concatenation [features, temporal] becomes two matmuls
         self.w1_features, self.w1_temporal, self.b1 = w1[:n_features].copy(), w1[n_features:].copy(), get("fc1.bias")
-        self.ln1 = get("ln1.weight"), get("ln1.bias")
+        self.ln1 = _NumpyLayerNorm(get("ln1.weight"), get("ln1.bias"))
         self.w2, self.b2 = get("fc2.weight").T.copy(), get("fc2.bias")
-        self.ln2 = get("ln2.weight"), get("ln2.bias")
+        self.ln2 = _NumpyLayerNorm(get("ln2.weight"), get("ln2.bias"))
         self.w3, self.b3 = get("fc3.weight").T.copy(), get("fc3.bias")
 
     def __call__(self, features: np.ndarray, history_flat: np.ndarray) -> np.ndarray:
-        z = np.tanh(_np_layer_norm(history_flat @ self.t_w1 + self.t_b1, *self.t_ln1))
-        z = np.tanh(_np_layer_norm(z @ self.t_w2 + self.t_b2, *self.t_ln2))
-        x = np.tanh(_np_layer_norm(features @ self.w1_features + z @ self.w1_temporal + self.b1, *self.ln1))
-        x = np.tanh(_np_layer_norm(x @ self.w2 + self.b2, *self.ln2))
+        z = np.tanh(self.t_ln1(history_flat @ self.t_w1 + self.t_b1))
+        z = np.tanh(self.t_ln2(z @ self.t_w2 + self.t_b2))
+        x = np.tanh(self.ln1(features @ self.w1_features + z @ self.w1_temporal + self.b1))
+        x = np.tanh(self.ln2(x @ self.w2 + self.b2))
         return x @ self.w3 + self.b3
 
 
