@@ -73,7 +73,6 @@ class ServerStats:
     connections: int = 0  # websocket connections accepted, or REST requests served
     messages: int = 0  # websocket frames sent, or REST responses
     dropped: int = 0  # connections killed by the drop fault (or for being too slow)
-    garbage: int = 0  # malformed frames sent by the garbage fault
 
 
 class _Conn:
@@ -147,42 +146,28 @@ class _Router:
 
 
 class _Faults:
-    """Seeded fault decisions: drop a connection, send a malformed frame, stall a feed."""
+    """Seeded server-side faults: drop a connection, stall a feed (SimMarket itself injects garbage)."""
 
     def __init__(self, spec: FaultSpec | None, seed: int) -> None:
         self.drop = spec.drop if spec is not None else 0.0
-        self.garbage = spec.garbage if spec is not None else 0.0
         self.stall = spec.stall if spec is not None else 0.0
         self._rng = random.Random(f"sim-faults-{seed}")
         self.stalled_until = dict.fromkeys(FEEDS_SERVED, 0.0)
         self.held: dict[str, deque[SimEvent]] = {feed: deque() for feed in FEEDS_SERVED}
-        self._last_stall_draw = dict.fromkeys(FEEDS_SERVED, 0.0)
-
-    @property
-    def active(self) -> bool:
-        return self.drop > 0 or self.garbage > 0 or self.stall > 0
 
     def deliver(self, conn: _Conn, msg: str) -> None:
-        """Push one message to a connection, applying the per-message faults."""
-        if self.garbage and self._rng.random() < self.garbage:
-            # a frame cut in half: not JSON, the kind of thing a parser must count and skip
-            conn.push(msg[: max(1, len(msg) // 2)])
-            conn.stats.garbage += 1
+        """Push one message to a connection; with probability `drop` the connection dies right after it."""
         conn.push(msg)
-        if self.drop and self._rng.random() < self.drop:
+        if self._rng.random() < self.drop:
             conn.push(_DROP)
 
     def is_stalled(self, feed: str, now: float) -> bool:
-        """Whether `feed` is paused at clock time `now`; draws a new stall once per clock second."""
-        if not self.stall:
-            return False
+        """Whether `feed` is paused at clock time `now`; each message may start a new pause."""
         if now < self.stalled_until[feed]:
             return True
-        if now - self._last_stall_draw[feed] >= 1.0:
-            self._last_stall_draw[feed] = now
-            if self._rng.random() < self.stall:
-                self.stalled_until[feed] = now + self._rng.uniform(*STALL_SECONDS)
-                return True
+        if self._rng.random() < self.stall:
+            self.stalled_until[feed] = now + self._rng.uniform(*STALL_SECONDS)
+            return True
         return False
 
 
@@ -386,7 +371,7 @@ class SimServers:
         self.last_event_time = event.t
         if not targets:
             return
-        if self._faults.active:
+        if self._faults.drop:
             for conn in targets:
                 self._faults.deliver(conn, event.msg)
         else:
@@ -592,8 +577,7 @@ class SimServers:
                 )
             if not 1 <= limit <= 1500:
                 return _json_response(b'{"code":-1130,"msg":"Data sent for parameter \'limit\' is not valid."}', 400)
-            if end_time is None:
-                end_time = int(self.clock.now() * 1000)
+            # the simulator caps the bars at its own time, as the venue only has closed bars up to now
             return _json_response(self.sim.klines_rest_body(symbol, end_time, limit))
 
         app = web.Application()
