@@ -14,6 +14,7 @@ Sources of each field:
 from __future__ import annotations
 
 import math
+import operator
 from collections import deque
 from typing import Any
 
@@ -66,7 +67,8 @@ def _std(values: deque[float]) -> float:
     if n < 2:
         return 0.0
     mean = sum(values) / n
-    return math.sqrt(sum((v - mean) ** 2 for v in values) / n)
+    # E[x^2] - mean^2 in one pass; probs lie in [0, 1], so cancellation is harmless
+    return math.sqrt(max(0.0, sum(map(operator.mul, values, values)) / n - mean * mean))
 
 
 def book_prob(up_book: Any, fallback: float) -> float:

@@ -9,6 +9,7 @@ import csv
 import json
 import math
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,6 +18,8 @@ import pytest
 from engine.broker import taker_fee
 from engine.clock import RealClock, VirtualClock
 from engine.engine import Engine, EngineConfig
+from engine.positions import Position
+from engine.state_builder import IndexVol, build_state
 from sim.source import SimSource
 from strategies import create_strategy
 from strategies.base import Action, MarketState, Strategy
@@ -365,3 +368,37 @@ def test_seeded_sim_runs_are_identical_and_logs_add_up_to_the_report(tmp_path):
     settled = [e for e in episodes if e["outcome"] in ("Up", "Down")]
     assert len(settled) == 2  # one window of two assets resolved
     assert first["feed"]["messages"] > 1000 and first["feed"]["rejected"] == 0
+
+
+def test_state_builder_fills_book_position_and_index_context():
+    a = market("0xa", T0)
+    md = MarketData(assets=("BTC",))
+    for frame in scenario([a], until=T0 + 1):
+        md.handle(frame)
+    up, down = md.book(a["token_up"]), md.book(a["token_down"])
+    info = md.markets["0xa"]
+    probs = deque([0.40, 0.50, 0.60], maxlen=30)
+    held = Position(market_id="0xa", asset="BTC", side="DOWN", token_id=a["token_down"], shares=10.0,
+                    cost=4.0, entry_fee=0.0, entry_price=0.4, entry_time=T0, time_remaining_at_entry=10.0,
+                    prob_at_entry=0.5)
+    s = build_state(info, T0 + 4.0, up, down, md.futures("BTC"), 101.0, 100.0, 2e-4, held, 0.495, probs)
+    assert (s.prob, s.best_bid, s.best_ask, s.down_bid, s.down_ask) == (0.495, 0.49, 0.50, 0.49, 0.50)
+    assert s.spread == pytest.approx(0.01) and s.order_book_imbalance_l1 == 0.0
+    assert s.vol_5m == pytest.approx(math.sqrt(2 / 3) * 0.1)  # population std of 0.4, 0.5, 0.6
+    assert s.prob_history == (0.40, 0.50, 0.60)
+    assert (s.has_position, s.position_side) == (1.0, -1.0)
+    assert s.position_pnl == pytest.approx(10 * 0.495 - 4.0)  # DOWN valued at its own mid
+    assert s.seconds_left == pytest.approx(6.0) and s.time_remaining == pytest.approx(6.0 / 900)
+    assert (s.index_price, s.price_to_beat, s.index_vol, s.fee_rate) == (101.0, 100.0, 2e-4, 0.07)
+    assert s.market_id == "0xa" and s.asset == "BTC"
+
+
+def test_index_vol_is_realized_volatility_per_sqrt_second():
+    vol = IndexVol(tick_seconds=0.5)
+    price = 100.0
+    for i in range(100):
+        vol.sample(price)
+        if i == 10:
+            assert vol.per_sqrt_second == 0.0  # too few samples yet
+        price *= math.exp(0.001 if i % 2 else -0.001)
+    assert vol.per_sqrt_second == pytest.approx(0.001 / math.sqrt(0.5))
