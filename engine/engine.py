@@ -36,6 +36,13 @@ _MAX_TICK_LAG = 4  # real time: ticks further behind than this are skipped, not 
 _DONE_MEMORY = 2048  # settled markets remembered so rediscovery does not revive them
 
 
+def _trusted(book: Any) -> Any:
+    """The book, unless it has no snapshot yet or disagreed with the venue (then it awaits a resync)."""
+    if book is None or getattr(book, "needs_resync", False):
+        return None
+    return book
+
+
 @dataclass
 class EngineConfig:
     size: float = 10.0  # dollars; each position's notional is size * 0.5
@@ -298,7 +305,7 @@ class Engine:
             info = m.info
             if not info.start <= now < info.end:
                 continue
-            up_book = md.book(info.token_up)
+            up_book = _trusted(md.book(info.token_up))
             if up_book is not None:
                 m.prob = book_prob(up_book, m.prob)
                 m.probs.append(m.prob)
@@ -312,7 +319,7 @@ class Engine:
             ):
                 stale += 1
                 continue
-            down_book = md.book(info.token_down)
+            down_book = _trusted(md.book(info.token_down))
             ptb = self._price_to_beat(m)
             state = build_state(
                 info, now, up_book, down_book, futures, md.chainlink_price(info.asset), ptb,

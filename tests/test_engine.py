@@ -221,6 +221,19 @@ def test_market_without_an_up_book_is_not_traded():
     assert report["trades"] == 0 and report["feed"]["stale_seconds"] == pytest.approx(10.0)
 
 
+def test_a_book_without_a_snapshot_is_not_traded_until_one_arrives():
+    a = market("0xa", T0)
+    change = {"event_type": "price_change", "market": "0xa", "timestamp": str(T0 * 1000),
+              "price_changes": [{"asset_id": a["token_up"], "price": "0.5", "size": "100", "side": "SELL",
+                                 "hash": "0x1", "best_bid": "0", "best_ask": "0.5"}]}
+    frames = [f for f in scenario([a], until=T0 + 12) if not (f.feed == "polymarket_market" and f.t < T0 + 3)]
+    frames = sorted([*frames, Frame(T0 - 0.5, "polymarket_market", json.dumps(change))], key=lambda f: f.t)
+    strategy = RecordingStrategy(always(Action.HOLD))
+    run_engine(strategy, frames)
+    first_act = next(c for c in strategy.calls if c[0] == "act")
+    assert first_act[1] == (("0xa", 6.5),)  # the first snapshot came at T0+3.25
+
+
 def test_unresolved_market_is_closed_at_the_book_after_the_grace_period():
     a = market("0xa", T0)
     strategy = RecordingStrategy(always(Action.BUY))
