@@ -51,7 +51,7 @@ class SkipCounts:
     """Orders that did not trade, by reason (reported, never faked)."""
 
     below_min_size: int = 0  # entry would fill fewer shares than the market minimum
-    exit_below_min_size: int = 0  # held shares below the minimum: held to settlement
+    exit_below_min_size: int = 0  # exit attempts (one per tick) on holdings below the minimum: held to settlement
     empty_book: int = 0  # no book, or nothing tradable on the side the order needs
     dust_shares: float = 0.0  # shares abandoned below the 0.01 step
 
