@@ -78,11 +78,12 @@ class ServerStats:
 class _Conn:
     """One websocket client: what it asked for, and the frames waiting to be written to it."""
 
-    __slots__ = ("custom_features", "feed", "keys", "outbox", "stats", "wake", "ws")
+    __slots__ = ("custom_features", "feed", "keys", "outbox", "server", "stats", "wake", "ws")
 
-    def __init__(self, ws: ServerConnection, feed: str, stats: ServerStats) -> None:
+    def __init__(self, ws: ServerConnection, feed: str, server: str, stats: ServerStats) -> None:
         self.ws = ws
         self.feed = feed
+        self.server = server
         self.stats = stats
         self.keys: set[str] = set()
         self.custom_features = False
@@ -111,6 +112,12 @@ class _Conn:
                     return
                 await ws.send(item)  # type: ignore[arg-type]
                 self.stats.messages += 1
+
+
+    def on_writer_done(self, task: asyncio.Task) -> None:
+        """A writer that stops on its own (dropped, too slow, crashed) takes the connection down with it."""
+        if not task.cancelled():
+            self.ws.transport.abort()
 
 
 class _Router:
@@ -237,6 +244,10 @@ class SimServers:
         }
         self.clob_subscribe_timeout_s = CLOB_SUBSCRIBE_TIMEOUT_S
         self.events_paced = 0
+        self._open: set[_Conn] = set()
+        self._pause_requested = False
+        self._parked = asyncio.Event()
+        self._resume = asyncio.Event()
         self.last_event_time: float | None = None
         self._faults = _Faults(faults, seed)
         self._router = _Router()
@@ -316,27 +327,59 @@ class SimServers:
 
     async def _pace(self) -> None:
         """Hand each event to its subscribers once the clock reaches its time."""
-        events = self.sim.events()
-        pending = next(events)
         faults = self._faults
-        while True:
-            now = self.clock.now()
-            if pending.t > now:
+        handed = 0
+        # the generator applies an event's state change when it yields it, so parking between routing
+        # one event and asking for the next leaves the simulator's state equal to what was delivered
+        for event in self.sim.events():
+            while (wait := self.clock.seconds_until(event.t)) > 0:
                 if faults.stall:
-                    self._release_held(now)
-                await asyncio.sleep(self.clock.seconds_until(pending.t))
-                continue
+                    self._release_held(self.clock.now())
+                await asyncio.sleep(wait)
+                handed = 0
             if faults.stall:
-                self._release_held(now)
-            handed = 0
-            while pending.t <= now and handed < PACING_BATCH:
-                if faults.stall and pending.feed in faults.held and faults.is_stalled(pending.feed, pending.t):
-                    faults.held[pending.feed].append(pending)
-                else:
-                    self._route(pending)
-                handed += 1
-                pending = next(events)
-            await asyncio.sleep(0)  # let writers and handlers run between batches
+                self._release_held(event.t)
+                if event.feed in faults.held and faults.is_stalled(event.feed, event.t):
+                    faults.held[event.feed].append(event)
+                    continue
+            self._route(event)
+            handed += 1
+            if handed >= PACING_BATCH:
+                handed = 0
+                await asyncio.sleep(0)  # let writers and handlers run during a long catch-up
+            if self._pause_requested:
+                self._parked.set()
+                await self._resume.wait()
+
+    async def pause(self) -> None:
+        """Hold delivery at an event boundary and wait until every outbox is written to its socket.
+
+        Afterwards the simulator's books equal what its subscribers were sent (for tests and demos);
+        the clock keeps running, and `resume()` delivers the backlog at once.
+        """
+        self._resume.clear()
+        self._parked.clear()
+        self._pause_requested = True
+        parked = asyncio.ensure_future(self._parked.wait())
+        assert self._pacer is not None, "pause() needs started servers"
+        await asyncio.wait({parked, self._pacer}, return_when=asyncio.FIRST_COMPLETED)
+        if not parked.done():
+            parked.cancel()
+            raise RuntimeError("the simulator's pacing has stopped")
+        while any(conn.outbox for conn in self._open):
+            await asyncio.sleep(0.01)
+
+    def resume(self) -> None:
+        self._pause_requested = False
+        self._resume.set()
+
+    def drop_connections(self, server: str | None = None) -> int:
+        """Kill every open websocket (of one server, e.g. "clob_ws"), as a network failure would; returns how many."""
+        victims = [conn for conn in self._open if server is None or conn.server == server]
+        for conn in victims:
+            conn.stats.dropped += 1
+            conn.ws.transport.abort()
+        return len(victims)
 
     def _release_held(self, now: float) -> None:
         faults = self._faults
@@ -383,31 +426,34 @@ class SimServers:
     async def _run_conn(self, conn: _Conn, reader) -> None:
         """Run a connection's writer beside its reader; whichever ends first ends both."""
         conn.stats.connections += 1
+        self._open.add(conn)
         writer = asyncio.create_task(conn.write_forever())
+        writer.add_done_callback(conn.on_writer_done)
         try:
             await reader
         except ConnectionClosed:
             pass
         finally:
+            self._open.discard(conn)
             self._router.forget(conn)
             writer.cancel()
             with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                 await writer
 
     async def _futures_handler(self, ws: ServerConnection) -> None:
-        await self._binance_handler(ws, FUTURES_WS_PATHS, self.stats["binance_futures_ws"])
+        await self._binance_handler(ws, FUTURES_WS_PATHS, "binance_futures_ws")
 
     async def _spot_handler(self, ws: ServerConnection) -> None:
-        await self._binance_handler(ws, SPOT_WS_PATHS, self.stats["binance_spot_ws"])
+        await self._binance_handler(ws, SPOT_WS_PATHS, "binance_spot_ws")
 
-    async def _binance_handler(self, ws: ServerConnection, paths: dict[str, str], stats: ServerStats) -> None:
+    async def _binance_handler(self, ws: ServerConnection, paths: dict[str, str], server: str) -> None:
         """Combined streams from `?streams=a/b/c` and live SUBSCRIBE; the path decides which feed it gets.
 
         A stream that belongs to the other routed path is accepted and acknowledged but never
         delivered, which is how the real routed endpoints fail.
         """
         url = urlsplit(ws.request.path)
-        conn = _Conn(ws, paths[url.path], stats)
+        conn = _Conn(ws, paths[url.path], server, self.stats[server])
         streams = [s for value in parse_qs(url.query).get("streams", []) for s in value.split("/") if s]
         self._router.add(conn, streams)
         await self._run_conn(conn, self._binance_reader(conn))
@@ -436,7 +482,7 @@ class SimServers:
                 conn.push(orjson.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}"}).decode())
 
     async def _clob_handler(self, ws: ServerConnection) -> None:
-        conn = _Conn(ws, FEED_POLYMARKET, self.stats["clob_ws"])
+        conn = _Conn(ws, FEED_POLYMARKET, "clob_ws", self.stats["clob_ws"])
         await self._run_conn(conn, self._clob_reader(conn))
 
     async def _clob_reader(self, conn: _Conn) -> None:
@@ -486,7 +532,7 @@ class SimServers:
                 conn.push("[" + ",".join(books) + "]")
 
     async def _rtds_handler(self, ws: ServerConnection) -> None:
-        conn = _Conn(ws, FEED_RTDS, self.stats["rtds_ws"])
+        conn = _Conn(ws, FEED_RTDS, "rtds_ws", self.stats["rtds_ws"])
         await self._run_conn(conn, self._rtds_reader(conn))
 
     async def _rtds_reader(self, conn: _Conn) -> None:
