@@ -403,7 +403,7 @@ class SimMarket:
             start = next_start if s != self.start_time else s
             mk = self._by_slug.get(f"{asset.lower()}-updown-15m-{start}") or self._list_market(asset, start)
             self._emit_listing(mk, s + 0.05, out)
-        jump_var = path.jump_var_per_s
+        vol_scale = self.model.maker_vol_scale
         for mk in list(self._markets.values()):
             meta = mk.meta
             if meta.asset != asset:
@@ -424,8 +424,9 @@ class SimMarket:
             if mk.strike is None:
                 fair = 0.5
             else:
-                lagged = s - mk.lag
-                sig = math.sqrt(path.sigma(lagged) ** 2 + jump_var)
+                left = meta.end - s
+                lagged = s - min(mk.lag, 1 + int(self.model.final_lag_per_s * left))
+                sig = path.sigma(lagged) * vol_scale
                 fair = digital_fair(path.price(lagged), mk.strike, sig, meta.end - lagged)
             self._quote(mk, fair, s + 0.05 + 0.9 * pool.uniform(), out)
             if pool.uniform() < self.model.last_trade_prob:

@@ -41,9 +41,9 @@ ASSET_PARAMS: dict[str, AssetParams] = {
 class ModelParams:
     """Every tunable number of the model, one line each (calibrated by benchmarks/calibration.py)."""
 
-    vol_of_vol: float = 0.62  # stationary std of log volatility (drives the kurtosis of 15-min returns)
+    vol_of_vol: float = 0.72  # stationary std of log volatility (drives the kurtosis of 15-min returns)
     vol_half_life_s: float = 5400.0  # persistence of the volatility regime
-    jump_share: float = 0.15  # share of return variance that comes from jumps
+    jump_share: float = 0.35  # share of return variance that comes from jumps
     jump_rate_per_s: float = 1.0 / 5400.0  # mean jump frequency
     basis_mean: float = 2.0e-4  # futures premium over the index
     basis_std: float = 1.5e-4  # stationary std of the basis
@@ -51,9 +51,12 @@ class ModelParams:
     spot_noise: float = 3.0e-5  # spot vs index, relative
     flow_tilt: float = 0.12  # max shift of the taker-buy probability toward the next seconds' move
     flow_horizon_s: int = 5  # how far ahead the taker flow "knows"
-    quote_noise_std: float = 0.18  # stationary std of the quoting noise, in logit units
-    quote_noise_half_life_s: float = 20.0
+    quote_noise_std: float = 0.15  # stationary std of the quoting noise, in logit units
+    quote_noise_half_life_s: float = 60.0
+    maker_vol_scale: float = 1.0  # the maker's vol is the diffusion vol times this (no jump premium)
     requote_threshold: float = 0.0085  # the maker moves only when fair value drifts this far from the mid
+    requote_fraction: float = 0.55  # share of the gap to fair value closed per second
+    catch_up_gap: float = 0.04  # a gap this large is closed at once (news, jumps)
     spread_ticks_probs: tuple[float, ...] = (0.0, 0.80, 0.14, 0.035, 0.025)  # P(spread = k cents)
     spread_resample_prob: float = 0.06  # per second
     book_levels: int = 5
@@ -61,6 +64,7 @@ class ModelParams:
     size_update_prob: float = 0.6  # per second, one level's size is re-drawn
     last_trade_prob: float = 0.15  # per second per market
     lag_range_s: tuple[int, int] = (1, 8)
+    final_lag_per_s: float = 0.05  # in the last minute the maker speeds up: lag <= 1 + this * seconds left
 
 
 class RandomPool:
@@ -135,11 +139,6 @@ class AssetPath:
         self._log_vol = self._log_vol_mean + model.vol_of_vol * float(rng.standard_normal())
         self._basis = model.basis_mean + model.basis_std * float(rng.standard_normal())
         self._last = params.price0 * math.exp(0.03 * float(rng.standard_normal()))
-
-    @property
-    def jump_var_per_s(self) -> float:
-        """Return variance per second contributed by jumps (the maker's vol includes it)."""
-        return self.model.jump_rate_per_s * self._jump_std**2
 
     @property
     def end(self) -> int:
@@ -262,7 +261,12 @@ class Quoter:
         tick = tick_for(target)
         if tick != book.tick:
             book.tick, force = tick, True
-        if force or abs(target - book.mid) > m.requote_threshold:
+        gap = target - book.mid
+        if force or abs(gap) > m.requote_threshold:
+            if not force and abs(gap) < m.catch_up_gap:
+                # partial adjustment: close about half the gap per second, in whole cents
+                step = min(abs(gap), math.ceil(abs(gap) * m.requote_fraction * 100.0) / 100.0)
+                target = book.mid + math.copysign(step, gap)
             spread = book.spread_ticks * 10  # spreads stay in cents even on the fine grid
             lo = tick
             bid = round((target * 1000.0 - spread / 2.0) / tick) * tick
