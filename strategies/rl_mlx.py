@@ -25,6 +25,7 @@ from strategies.base import NUM_FEATURES, Action, MarketState, Strategy, feature
 
 FEATURE_SET = 1  # the 18 features and scales of strategies/base.py (Phase 5); bump when they change
 NUM_ACTIONS = len(Action)
+MAX_TRACKED_MARKETS = 64  # markets never ended (engine dropped them) are forgotten past this many
 _ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim")
 
 
@@ -231,6 +232,7 @@ class RolloutBuffer:
     pending: dict[str, Step] = field(default_factory=dict)  # acted this tick, reward not recorded yet
     open: dict[str, list[Step]] = field(default_factory=dict)  # completed steps of running markets
     closed: list[list[Step]] = field(default_factory=list)  # trajectories of resolved markets
+    truncated: list[list[Step]] = field(default_factory=list)  # forgotten markets: last step only bootstraps
     ready: int = 0
 
     def start(self, market_id: str, step: Step) -> None:
@@ -264,10 +266,18 @@ class RolloutBuffer:
         self.ready += 1
         return True
 
+    def forget(self, market_id: str) -> None:
+        """Stop tracking a market that will never end: its ready steps stay, its last step only bootstraps."""
+        self.pending.pop(market_id, None)
+        trajectory = self.open.pop(market_id, None)
+        if trajectory and len(trajectory) >= 2:
+            self.truncated.append(trajectory)
+
     def clear(self) -> None:
         self.pending.clear()
         self.open.clear()
         self.closed.clear()
+        self.truncated.clear()
         self.ready = 0
 
     def take(self, gamma: float, lam: float, reward_scale: float) -> RolloutBatch:
@@ -281,11 +291,13 @@ class RolloutBuffer:
 
         for trajectory in self.closed:
             add(trajectory, True, 0.0)
+        for trajectory in self.truncated:
+            add(trajectory[:-1], False, trajectory[-1].value)
         for market_id, trajectory in self.open.items():
             if len(trajectory) >= 2:
                 add(trajectory[:-1], False, trajectory[-1].value)
                 self.open[market_id] = trajectory[-1:]
-        self.closed = []
+        self.closed, self.truncated = [], []
         self.ready = 0
         steps = [s for seg in segments for s in seg[0]]
         return RolloutBatch(
@@ -381,9 +393,18 @@ class RLStrategy(Strategy):
 
     # --- Strategy contract --------------------------------------------------------------------------
 
+    @property
+    def tracked_markets(self) -> tuple[str, ...]:
+        """Markets whose recent states are held for the TemporalEncoder, longest-tracked first."""
+        return tuple(self._history)
+
     def _push_history(self, market_id: str, row: np.ndarray) -> np.ndarray:
         ring = self._history.get(market_id)
         if ring is None:
+            if len(self._history) >= MAX_TRACKED_MARKETS:
+                forgotten = next(iter(self._history))  # the longest-tracked market
+                del self._history[forgotten]
+                self.buffer.forget(forgotten)
             ring = np.zeros((self.config.history_len, self.config.input_dim), dtype=np.float32)
             self._history[market_id] = ring
         ring[:-1] = ring[1:]
@@ -478,6 +499,8 @@ class RLStrategy(Strategy):
 
     def update(self) -> dict:
         """One PPO update on every ready transition; returns (and queues for pop_updates) its metrics."""
+        if self.buffer.ready == 0:
+            raise ValueError("no ready transitions to update on")
         cfg = self.config
         return self.train_on_batch(self.buffer.take(cfg.gamma, cfg.gae_lambda, 1.0 / (self.reward_std + 1e-8)))
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from strategies.base import Action, MarketState
-from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBuffer, Step, gae
+from strategies.rl_mlx import MAX_TRACKED_MARKETS, PPOConfig, RLStrategy, RolloutBuffer, Step, gae
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 METRIC_KEYS = {
@@ -218,3 +218,20 @@ def test_numpy_decisions_match_the_mlx_networks_of_the_phase5_model(tmp_path: Pa
     fast_probs, fast_values = agent.evaluate_numpy(features, history)
     np.testing.assert_allclose(fast_probs, probs, atol=1e-5)
     np.testing.assert_allclose(fast_values, values, atol=1e-5)
+
+
+def test_markets_that_never_end_are_forgotten_without_losing_their_ready_steps() -> None:
+    agent = RLStrategy(PPOConfig(buffer_size=10_000), seed=0)
+    agent.train()
+    for _ in range(2):
+        agent.act_batch([MarketState(market_id="stale")])
+        agent.record("stale", 0.0)
+    assert agent.buffer.ready == 1
+    for i in range(MAX_TRACKED_MARKETS):  # new markets push the stale one out
+        agent.act_batch([MarketState(market_id=f"m{i}")])
+        agent.record(f"m{i}", 0.0)
+    assert len(agent.tracked_markets) == MAX_TRACKED_MARKETS and "stale" not in agent.tracked_markets
+    assert "stale" not in agent.buffer.open
+    batch = agent.buffer.take(0.9, 0.9, 1.0)
+    assert len(batch.actions) == 1  # the stale market's first step, bootstrapped from its second
+    assert agent.buffer.open.keys() == {f"m{i}" for i in range(MAX_TRACKED_MARKETS)}
