@@ -556,6 +556,7 @@ class RLStrategy(Strategy):
             "clip_fraction": float(mean[4]),
             "explained_variance": explained_variance(batch.values, batch.returns),
             "buffer_avg_reward": float(batch.rewards.mean()),
+            # share of the realized (non-zero) rewards in the batch that were gains
             "buffer_win_rate": float((realized > 0).mean()) if len(realized) else 0.0,
         }
         self._metrics.append(metrics)
