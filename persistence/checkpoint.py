@@ -44,6 +44,7 @@ class CheckpointStats:
     critic_hidden_size: int | None = None
     history_len: int | None = None
     temporal_dim: int | None = None
+    temporal_hidden: int | None = None
     gamma: float | None = None
     buffer_size: int | None = None
     updates: int = 0  # PPO updates done by the model over its whole life

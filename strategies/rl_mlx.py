@@ -26,7 +26,7 @@ from strategies.base import NUM_FEATURES, Action, MarketState, Strategy, feature
 FEATURE_SET = 1  # the 18 features and scales of strategies/base.py (Phase 5); bump when they change
 NUM_ACTIONS = len(Action)
 MAX_TRACKED_MARKETS = 64  # markets never ended (engine dropped them) are forgotten past this many
-_ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim")
+_ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim", "temporal_hidden")
 
 
 @dataclass(frozen=True)
@@ -582,6 +582,7 @@ class RLStrategy(Strategy):
             critic_hidden_size=cfg.critic_hidden_size,
             history_len=cfg.history_len,
             temporal_dim=cfg.temporal_dim,
+            temporal_hidden=cfg.temporal_hidden,
             gamma=float(cfg.gamma),
             buffer_size=cfg.buffer_size,
             updates=self.updates_done,

@@ -119,13 +119,16 @@ def test_phase3_fixture_is_refused_naming_the_tensor_and_both_shapes(tmp_path: P
 
 
 def test_from_checkpoint_builds_the_architecture_the_stats_record(tmp_path: Path) -> None:
-    small = RLStrategy(PPOConfig(hidden_size=32, critic_hidden_size=48, temporal_dim=16, history_len=3), seed=4)
+    small = RLStrategy(
+        PPOConfig(hidden_size=32, critic_hidden_size=48, temporal_dim=16, temporal_hidden=24, history_len=3), seed=4
+    )
     small.save(tmp_path / "small")
     with pytest.raises(CheckpointError, match="architecture changed"):
         RLStrategy(seed=0).load(tmp_path / "small")
     rebuilt = RLStrategy.from_checkpoint(tmp_path / "small", PPOConfig(buffer_size=32))
     assert (rebuilt.config.hidden_size, rebuilt.config.critic_hidden_size) == (32, 48)
-    assert (rebuilt.config.temporal_dim, rebuilt.config.history_len, rebuilt.config.buffer_size) == (16, 3, 32)
+    assert (rebuilt.config.temporal_dim, rebuilt.config.temporal_hidden) == (16, 24)
+    assert (rebuilt.config.history_len, rebuilt.config.buffer_size) == (3, 32)
     history = PROBE_HISTORY[:, :3]
     np.testing.assert_array_equal(
         rebuilt.evaluate(PROBE_FEATURES, history)[0], small.evaluate(PROBE_FEATURES, history)[0]
