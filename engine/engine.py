@@ -158,7 +158,7 @@ class Engine:
             wall_seconds=time.perf_counter() - self._wall_start,
             messages=int(getattr(self.md, "messages", 0)),
             rejected=int(getattr(self.md, "rejected", 0)),
-            reconnects=int(getattr(self.source, "reconnects", 0)),
+            reconnects=_count(getattr(self.source, "reconnects", 0)),
             skipped=self.broker.skipped.to_dict(),
             assets=self.assets,
         )
@@ -209,6 +209,7 @@ class Engine:
             if self._stop:
                 break
             t = frame.t
+            self._record(frame)  # on receipt: a replay must see the frame that triggered the last tick
             if k is None:
                 k = math.ceil(t / step)
                 self._start_time = t
@@ -255,6 +256,7 @@ class Engine:
                         continue
                 if item is _END:
                     return
+                self._record(item)
                 self._apply(item)
         finally:
             pump.cancel()
@@ -271,10 +273,12 @@ class Engine:
             self._pump_error = exc
         await queue.put(_END)
 
-    def _apply(self, frame: Frame) -> None:
-        self._last_feed[frame.feed] = frame.t
+    def _record(self, frame: Frame) -> None:
         if self.cfg.recorder is not None:
             self.cfg.recorder.write(frame)
+
+    def _apply(self, frame: Frame) -> None:
+        self._last_feed[frame.feed] = frame.t
         self.md.handle(frame)
         if frame.feed == FEED_DISCOVERY:
             self._discovery_dirty = True
@@ -485,3 +489,8 @@ class Engine:
                 m.position = None
                 self._book_trade(m, record)
             self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)
+
+
+def _count(value: Any) -> int:
+    """A counter that may be a number or a per-feed mapping of numbers."""
+    return int(sum(value.values())) if hasattr(value, "values") else int(value)

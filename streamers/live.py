@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import re
+import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -101,6 +102,7 @@ class SocketSettings:
 class LiveSettings:
     socket: SocketSettings = SocketSettings()
     stream_silence: float = 30.0  # clock seconds a Binance stream may stay silent before a reconnect
+    stream_silence_wall: float = 10.0  # ... and wall seconds too: a scaled clock must not trip on a busy host
     watchdog_every: float = 1.0  # clock seconds between watchdog checks
     watchdog_exempt: tuple[str, ...] = ("@forceorder",)  # liquidations are legitimately sparse
     min_wall_pause: float = 0.05  # wall floor for clock-based waits, so a fast scaled clock cannot spin
@@ -262,6 +264,7 @@ class BinanceStreamClient(SocketClient):
         self.watched = tuple(s.lower() for s in streams if not any(s.lower().endswith(e) for e in exempt))
         self.warmup = warmup
         self.last_seen: dict[str, float] = {}
+        self.last_seen_wall: dict[str, float] = {}
         self.silent_streams: tuple[str, ...] = ()  # the streams behind the latest watchdog trip
 
     def _helpers(self, ws: ClientConnection) -> list[Coroutine[Any, Any, None]]:
@@ -273,18 +276,25 @@ class BinanceStreamClient(SocketClient):
     def _on_text(self, text: str) -> None:
         m = _STREAM_NAME.search(text, 0, 200)
         if m:
-            self.last_seen[m.group(1).lower()] = self.clock.now()
+            name = m.group(1).lower()
+            self.last_seen[name] = self.clock.now()
+            self.last_seen_wall[name] = time.monotonic()
 
     def _on_close(self) -> None:
         self.last_seen.clear()
+        self.last_seen_wall.clear()
 
     async def _watchdog(self, ws: ClientConnection) -> None:
-        connected_at = self.clock.now()
-        limit = self.settings.stream_silence
+        connected_at, connected_wall = self.clock.now(), time.monotonic()
+        limit, wall_limit = self.settings.stream_silence, self.settings.stream_silence_wall
         while True:
             await self._clock_pause(self.settings.watchdog_every)
-            now = self.clock.now()
-            silent = tuple(s for s in self.watched if now - self.last_seen.get(s, connected_at) > limit)
+            now, wall = self.clock.now(), time.monotonic()
+            silent = tuple(
+                s for s in self.watched
+                if now - self.last_seen.get(s, connected_at) > limit
+                and wall - self.last_seen_wall.get(s, connected_wall) > wall_limit
+            )
             if silent:
                 self.stats.watchdog_trips += 1
                 self.silent_streams = silent

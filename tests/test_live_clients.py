@@ -49,6 +49,7 @@ KLINES = [[1767225540000, "87900.1", "87950.0", "87880.2", "87912.5", "12.3", 17
 FAST = LiveSettings(
     socket=SocketSettings(open_timeout=2.0, close_timeout=0.5, reconnect_pause=0.05, backoff_initial=0.05),
     stream_silence=0.5,
+    stream_silence_wall=0.5,
     watchdog_every=0.05,
     polymarket_ping_every=0.1,
     rtds_ping_every=0.1,
