@@ -149,6 +149,8 @@ def build_strategy(opts: Options):
             strategy = RLStrategy.from_checkpoint(args.load, seed=args.seed) if args.load else RLStrategy(seed=args.seed)
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
+        for note in getattr(strategy, "load_notes", None) or ():
+            print(f"[load] {note}", file=sys.stderr)
         if args.train:
             strategy.train()
         else:
