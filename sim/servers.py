@@ -53,6 +53,8 @@ CUSTOM_FEATURE_EVENTS = frozenset({"best_bid_ask", "new_market", "market_resolve
 # a stall pauses one feed for this many seconds of clock time
 STALL_SECONDS = (2.0, 6.0)
 RTDS_ALL_SYMBOLS = "*"
+# falling this many clock seconds behind means the speed is more than the machine can serve
+LAG_WARNING_S = 30.0
 FEEDS_SERVED = (FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_SPOT, FEED_POLYMARKET, FEED_RTDS)
 
 # which feed a Binance futures websocket path serves; the unrouted legacy path only gets /public data
@@ -161,6 +163,7 @@ class _Faults:
         self._rng = random.Random(f"sim-faults-{seed}")
         self.stalled_until = dict.fromkeys(FEEDS_SERVED, 0.0)
         self.held: dict[str, deque[SimEvent]] = {feed: deque() for feed in FEEDS_SERVED}
+        self.stalls = 0
 
     def deliver(self, conn: _Conn, msg: str) -> None:
         """Push one message to a connection; with probability `drop` the connection dies right after it."""
@@ -174,6 +177,7 @@ class _Faults:
             return True
         if self._rng.random() < self.stall:
             self.stalled_until[feed] = now + self._rng.uniform(*STALL_SECONDS)
+            self.stalls += 1
             return True
         return False
 
@@ -246,6 +250,7 @@ class SimServers:
         self.events_paced = 0
         self._open: set[_Conn] = set()
         self._pause_requested = False
+        self._warned_behind = False
         self._parked = asyncio.Event()
         self._resume = asyncio.Event()
         self.last_event_time: float | None = None
@@ -323,6 +328,11 @@ class SimServers:
         port = runner.addresses[0][1]
         return f"http://{HOST}:{port}"
 
+    @property
+    def stalls(self) -> int:
+        """Feed stalls injected so far by the stall fault."""
+        return self._faults.stalls
+
     # ---- pacing ----------------------------------------------------------------------------------
 
     async def _pace(self) -> None:
@@ -346,10 +356,22 @@ class SimServers:
             handed += 1
             if handed >= PACING_BATCH:
                 handed = 0
+                self._warn_if_behind(event.t)
                 await asyncio.sleep(0)  # let writers and handlers run during a long catch-up
             if self._pause_requested:
                 self._parked.set()
                 await self._resume.wait()
+
+    def _warn_if_behind(self, t: float) -> None:
+        lag = self.clock.now() - t
+        if lag > LAG_WARNING_S and not self._warned_behind:
+            self._warned_behind = True
+            log.warning(
+                "the simulator is %.0f s of market time behind its clock: --speed %g is more than this machine "
+                "can serve; events arrive late and in bursts",
+                lag,
+                self.speed,
+            )
 
     async def pause(self) -> None:
         """Hold delivery at an event boundary and wait until every outbox is written to its socket.

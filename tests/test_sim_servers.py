@@ -363,6 +363,25 @@ def test_garbage_fault_sends_malformed_frames_beside_the_real_ones():
     run_with_servers(body, faults=FaultSpec.parse("garbage=0.1"))
 
 
+def test_stall_fault_holds_a_feed_then_delivers_it_late_and_in_order():
+    async def body(servers, endpoints):
+        url = endpoints["UPDOWN_BINANCE_FUTURES_WS_URL"] + "/market/stream?streams=btcusdt@aggTrade"
+        lags: list[float] = []
+        times: list[float] = []
+        async with connect(url) as ws:
+            deadline = time.monotonic() + 1.5
+            while time.monotonic() < deadline:
+                data = json.loads(await asyncio.wait_for(ws.recv(), 2))["data"]
+                times.append(data["E"] / 1000)
+                lags.append(servers.clock.now() - data["E"] / 1000)
+        assert servers.stalls > 0
+        assert times == sorted(times)
+        # a stall holds the feed for 2 to 6 s of market time; without one, frames arrive within a fraction
+        assert max(lags) >= 1.5
+
+    run_with_servers(body, speed=60.0, faults=FaultSpec.parse("stall=0.01"))
+
+
 # ---- python -m sim ---------------------------------------------------------------------------------
 
 
