@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import math
 import signal
 import sys
 from collections.abc import Sequence
@@ -32,12 +33,20 @@ class UsageError(ValueError):
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = _ArgumentParser(prog="python -m sim", description="Serve the simulated venues on 127.0.0.1.")
     parser.add_argument("--seed", type=int, default=1, help="market seed (the content depends only on it)")
-    parser.add_argument("--speed", type=float, default=1.0, help="clock speed, times real time (> 0)")
+    parser.add_argument("--speed", default="1", help="clock speed, times real time (> 0)")
     parser.add_argument("--assets", default=",".join(ASSETS), help="comma-separated subset of BTC,ETH,SOL,XRP")
     parser.add_argument("--sim-faults", default="", help="fault rates, e.g. drop=0.001,garbage=0.001,stall=0.01")
     args = parser.parse_args(argv)
-    if not args.speed > 0 or args.speed == float("inf"):
-        raise UsageError(f"--speed must be a positive number of times real time, got {args.speed}.")
+    try:
+        speed = float(args.speed)
+    except ValueError:
+        speed = math.nan
+    if not (math.isfinite(speed) and speed > 0):
+        raise UsageError(
+            f"--speed must be a positive number of times real time (the servers run on a real clock, "
+            f"so there is no 'max'), got {args.speed!r}."
+        )
+    args.speed = speed
     assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
     unknown = [a for a in assets if a not in ASSETS]
     if not assets or unknown:
@@ -46,7 +55,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     try:
         args.sim_faults = FaultSpec.parse(args.sim_faults) if args.sim_faults else None
     except ValueError as exc:
-        raise UsageError(f"--sim-faults is not valid ({exc}); use e.g. drop=0.001,garbage=0.001,stall=0.01.") from exc
+        raise UsageError(f"--sim-faults is not valid: {exc}.") from exc
     return args
 
 
@@ -57,6 +66,13 @@ async def _serve(args: argparse.Namespace) -> None:
     for variable, url in endpoints.items():
         print(f"export {variable}={url}")
     print(f"export UPDOWN_CLOCK={clock.wall_origin!r},{clock.sim_origin!r},{clock.speed!r}", flush=True)
+    # stdout stays eval-able; the human line goes to stderr
+    print(
+        f"python -m sim: serving seed {args.seed} ({','.join(args.assets)}) at {args.speed:g}x on 127.0.0.1; "
+        "Ctrl+C to stop.",
+        file=sys.stderr,
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

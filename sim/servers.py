@@ -42,7 +42,7 @@ from streamers.frames import (
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-# a client this far behind is cut off, as real venues do with slow consumers, instead of growing memory
+# frames waiting for one client before it is cut off, so a stuck client cannot grow memory
 OUTBOX_LIMIT = 200_000
 # most events handed to outboxes before the pacing task lets the loop serve sockets again
 PACING_BATCH = 2_000
@@ -93,6 +93,12 @@ class _Conn:
         self.wake = asyncio.Event()
 
     def push(self, item: object) -> None:
+        if len(self.outbox) >= OUTBOX_LIMIT:
+            # a client this far behind is cut off, as real venues do with slow consumers
+            self.outbox.clear()
+            self.stats.dropped += 1
+            self.ws.transport.abort()
+            return
         self.outbox.append(item)
         self.wake.set()
 
@@ -102,10 +108,6 @@ class _Conn:
         while True:
             await self.wake.wait()
             self.wake.clear()
-            if len(self.outbox) > OUTBOX_LIMIT:
-                self.stats.dropped += 1
-                await ws.close(1008, "client too slow")
-                return
             while self.outbox:
                 item = self.outbox.popleft()
                 if item is _DROP:
@@ -114,7 +116,6 @@ class _Conn:
                     return
                 await ws.send(item)  # type: ignore[arg-type]
                 self.stats.messages += 1
-
 
     def on_writer_done(self, task: asyncio.Task) -> None:
         """A writer that stops on its own (dropped, too slow, crashed) takes the connection down with it."""
@@ -247,13 +248,13 @@ class SimServers:
             )
         }
         self.clob_subscribe_timeout_s = CLOB_SUBSCRIBE_TIMEOUT_S
-        self.events_paced = 0
+        self.events_paced = 0  # events handed to the router (delivered, or nobody asked for them)
+        self.last_event_time: float | None = None  # market time of the latest of those
         self._open: set[_Conn] = set()
         self._pause_requested = False
         self._warned_behind = False
         self._parked = asyncio.Event()
         self._resume = asyncio.Event()
-        self.last_event_time: float | None = None
         self._faults = _Faults(faults, seed)
         self._router = _Router()
         self._symbols = {f"{asset}USDT" for asset in self.assets}
