@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
+from sim.faults import FaultSpec
 from sim.servers import SimServers
 from streamers.endpoints import Endpoints
 from streamers.frames import FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_POLYMARKET, FEED_RTDS, FEED_SPOT
@@ -15,6 +16,7 @@ from streamers.market_data import MarketData
 
 ASSETS = ("BTC", "ETH")
 SPEED = 120.0
+SOCKET_FEEDS = (FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_SPOT, FEED_POLYMARKET, FEED_RTDS)
 # reconnect quickly: at 120x a one-second pause is two minutes of market time
 QUICK_RECONNECTS = LiveSettings(socket=SocketSettings(reconnect_pause=0.05, backoff_initial=0.05, backoff_max=0.5))
 
@@ -34,70 +36,99 @@ async def wait_for(condition: Callable[[], bool], seconds: float, what: str) -> 
         await asyncio.sleep(0.02)
 
 
-def test_live_clients_recover_from_killed_connections_and_rebuild_the_simulators_books():
-    servers = SimServers(seed=11, speed=SPEED, assets=ASSETS)
-    md = MarketData(ASSETS)
-    feeds_seen: dict[str, int] = {}
+class LiveRun:
+    """A LiveSource pointed at SimServers, its frames applied to a MarketData as the engine would."""
 
-    async def main() -> None:
-        endpoints = await servers.start()
-        source = LiveSource(
-            servers.clock, ASSETS, Endpoints.from_env(endpoints), record_reconnects=False, settings=QUICK_RECONNECTS
+    def __init__(self, servers: SimServers) -> None:
+        self.servers = servers
+        self.md = MarketData(ASSETS)
+        self.feeds_seen: dict[str, int] = dict.fromkeys(SOCKET_FEEDS, 0)
+        self.source: LiveSource | None = None
+        self.tokens: list[str] = []
+
+    def books_ready(self) -> bool:
+        return all((b := self.md.book(t)) is not None and not b.needs_resync for t in self.tokens)
+
+    def books_equal_the_simulators(self) -> bool:
+        return all((self.md.book(t).bids, self.md.book(t).asks) == sim_book(self.servers, t) for t in self.tokens)
+
+    async def wait_for_flow(self, frames_per_feed: int) -> None:
+        """Wait until every socket feed delivered `frames_per_feed` more frames than now."""
+        before = dict(self.feeds_seen)
+        await wait_for(
+            lambda: all(self.feeds_seen[f] >= before[f] + frames_per_feed for f in SOCKET_FEEDS),
+            10,
+            "every feed to flow",
         )
 
-        async def consume() -> None:
-            async for frame in source.frames():
-                md.handle(frame)
-                feeds_seen[frame.feed] = feeds_seen.get(frame.feed, 0) + 1
-
-        consumer = asyncio.create_task(consume())
-        try:
-            current = [m for m in servers.sim.markets_at(servers.clock.now()) if m.asset in ASSETS]
-            tokens = [t for m in current for t in (m.token_up, m.token_down)]
-
-            def books_ready() -> bool:
-                return all((b := md.book(t)) is not None and not b.needs_resync for t in tokens)
-
-            await wait_for(books_ready, 10, "the first book snapshots")
-            await wait_for(lambda: all(md.chainlink_price(a) for a in ASSETS), 10, "Chainlink prices")
-
-            # every websocket dies mid-stream; the clients must come back with their subscriptions
-            assert servers.drop_connections() >= 5
-            seen_at_kill = dict(feeds_seen)
-            await asyncio.sleep(0.3)
-            assert servers.drop_connections("clob_ws") == 1  # and the market channel once more
-            await wait_for(
-                lambda: all(
-                    feeds_seen.get(feed, 0) > seen_at_kill.get(feed, 0) + 20
-                    for feed in (FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_SPOT, FEED_POLYMARKET, FEED_RTDS)
-                ),
-                10,
-                "every feed to flow again after the reconnects",
+    def run(self, scenario: Callable[[LiveRun], Awaitable[None]]) -> None:
+        async def main() -> None:
+            endpoints = await self.servers.start()
+            self.source = LiveSource(
+                self.servers.clock, ASSETS, Endpoints.from_env(endpoints), record_reconnects=False,
+                settings=QUICK_RECONNECTS,
             )
-            await asyncio.sleep(1.0)
 
-            await servers.pause()
-            # once the client has read everything it was sent, its books are the simulator's books
-            await wait_for(
-                lambda: all((md.book(t).bids, md.book(t).asks) == sim_book(servers, t) for t in tokens),
-                5,
-                "the client's books to equal the simulator's",
-            )
-            for t in tokens:
-                assert md.book(t).bids and md.book(t).asks
-            assert sum(source.reconnects.values()) >= 6
-            assert source.reconnects[FEED_POLYMARKET] >= 2
-        finally:
-            servers.resume()
-            await source.close()
-            consumer.cancel()
-            await asyncio.gather(consumer, return_exceptions=True)
-            await servers.stop()
+            async def consume() -> None:
+                async for frame in self.source.frames():
+                    self.md.handle(frame)
+                    if frame.feed in self.feeds_seen:
+                        self.feeds_seen[frame.feed] += 1
 
-    asyncio.run(asyncio.wait_for(main(), timeout=60))
+            consumer = asyncio.create_task(consume())
+            try:
+                now = self.servers.clock.now()
+                current = [m for m in self.servers.sim.markets_at(now) if m.start <= now < m.end]
+                self.tokens = [t for m in current for t in (m.token_up, m.token_down)]
+                await wait_for(self.books_ready, 10, "the first book snapshots")
+                await scenario(self)
+                await self.servers.pause()
+                # once the client has read everything it was sent, its books are the simulator's books
+                await wait_for(self.books_equal_the_simulators, 5, "the client's books to equal the simulator's")
+            finally:
+                self.servers.resume()
+                await self.source.close()
+                consumer.cancel()
+                await asyncio.gather(consumer, return_exceptions=True)
+                await self.servers.stop()
+
+        asyncio.run(asyncio.wait_for(main(), timeout=60))
+
+
+def test_live_clients_recover_from_killed_connections_and_rebuild_the_simulators_books():
+    async def scenario(run: LiveRun) -> None:
+        await wait_for(lambda: all(run.md.chainlink_price(a) for a in ASSETS), 10, "Chainlink prices")
+        # every websocket dies mid-stream; the clients must come back with their subscriptions
+        assert run.servers.drop_connections() >= 5
+        await asyncio.sleep(0.3)
+        assert run.servers.drop_connections("clob_ws") == 1  # and the market channel once more
+        await run.wait_for_flow(20)
+        await asyncio.sleep(1.0)
+
+    run = LiveRun(SimServers(seed=11, speed=SPEED, assets=ASSETS))
+    run.run(scenario)
+    md = run.md
+    assert sum(run.source.reconnects.values()) >= 6
+    assert run.source.reconnects[FEED_POLYMARKET] >= 2
     assert md.rejected == 0, md.last_reject
     assert md.book_mismatches == 0
+    for token in run.tokens:
+        assert md.book(token).bids and md.book(token).asks
     for asset in ASSETS:
         assert md.futures(asset).last_price is not None
         assert md.spot_price(asset) is not None
     assert {m.asset for m in md.markets.values()} == set(ASSETS)
+
+
+def test_live_clients_ride_out_random_drops_and_garbage_with_books_intact():
+    async def scenario(run: LiveRun) -> None:
+        await wait_for(lambda: run.servers.stats["clob_ws"].dropped >= 2, 10, "drop faults on the market channel")
+        await run.wait_for_flow(20)
+
+    servers = SimServers(seed=12, speed=SPEED, assets=ASSETS, faults=FaultSpec.parse("drop=0.003,garbage=0.01"))
+    run = LiveRun(servers)
+    run.run(scenario)
+    # malformed frames are counted and skipped by the parsers, never applied to a book
+    assert run.md.rejected > 0
+    assert run.source.reconnects[FEED_POLYMARKET] >= 2
+    assert sum(stats.dropped for stats in servers.stats.values()) >= 2

@@ -118,14 +118,17 @@ def test_routed_futures_paths_deliver_only_their_own_streams():
         public_streams = {"btcusdt@depth5@100ms", "btcusdt@bookTicker"}
         async with connect(f"{base}/market/stream?streams={streams}") as market, connect(
             f"{base}/public/stream?streams={streams}"
-        ) as public:
-            market_frames, public_frames = await asyncio.gather(
+        ) as public, connect(f"{base}/stream?streams={streams}") as legacy:
+            market_frames, public_frames, legacy_frames = await asyncio.gather(
                 collect(market, 1.0, until=lambda f: stream_names(f) >= market_streams),
                 collect(public, 1.0, until=lambda f: stream_names(f) >= public_streams),
+                collect(legacy, 1.0, until=lambda f: stream_names(f) >= public_streams),
             )
         # the wrong-path streams were accepted without error and are simply never delivered
         assert stream_names(market_frames) == market_streams
         assert stream_names(public_frames) == public_streams
+        # the retired unrouted path behaves like /public, as the venue documents
+        assert stream_names(legacy_frames) == public_streams
 
     run_with_servers(body)
 
