@@ -17,6 +17,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from engine.clock import RealClock
 from sim.faults import FaultSpec
 from sim.servers import SimServers
 
@@ -404,13 +405,21 @@ def test_python_m_sim_prints_exports_serves_and_exits_cleanly_on_sigterm():
         assert speed == 60.0 and abs(wall_origin - time.time()) < 30
         assert sim_origin % 900 == 0  # the simulation starts on a window boundary
 
-        async def fetch() -> int:
+        # a client on the exported clock finds the simulator's current window where its arithmetic says
+        now = RealClock.from_origins(wall_origin, sim_origin, speed).now()
+        slug = f"btc-updown-15m-{int(now - now % 900)}"
+
+        async def fetch() -> tuple[int, list]:
             async with aiohttp.ClientSession() as http:
                 url = exports["UPDOWN_BINANCE_FUTURES_REST_URL"] + "/fapi/v1/klines"
                 async with http.get(url, params={"symbol": "BTCUSDT", "interval": "1m", "limit": "5"}) as r:
-                    return r.status
+                    status = r.status
+                async with http.get(exports["UPDOWN_GAMMA_URL"] + "/events", params={"slug": slug}) as r:
+                    return status, await r.json()
 
-        assert asyncio.run(fetch()) == 200
+        status, events = asyncio.run(fetch())
+        assert status == 200
+        assert [e["slug"] for e in events] == [slug]
         assert set(exports) >= {
             "UPDOWN_GAMMA_URL", "UPDOWN_CLOB_URL", "UPDOWN_CLOB_WS_URL", "UPDOWN_RTDS_WS_URL",
             "UPDOWN_BINANCE_FUTURES_WS_URL", "UPDOWN_BINANCE_FUTURES_REST_URL", "UPDOWN_BINANCE_SPOT_WS_URL",
