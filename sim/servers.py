@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -360,6 +361,7 @@ class SimServers:
                 self._warn_if_behind(event.t)
                 await asyncio.sleep(0)  # let writers and handlers run during a long catch-up
             if self._pause_requested:
+                self._release_held(math.inf)  # a paused market has sent everything up to now
                 self._parked.set()
                 await self._resume.wait()
 
@@ -405,6 +407,7 @@ class SimServers:
         return len(victims)
 
     def _release_held(self, now: float) -> None:
+        """Deliver, in order, what stalled feeds held back once their stall is over at `now`."""
         faults = self._faults
         for feed, held in faults.held.items():
             if held and now >= faults.stalled_until[feed]:
@@ -446,7 +449,7 @@ class SimServers:
 
     # ---- websocket handlers ----------------------------------------------------------------------
 
-    async def _run_conn(self, conn: _Conn, reader) -> None:
+    async def _run_conn(self, conn: _Conn, reader: Awaitable[None]) -> None:
         """Run a connection's writer beside its reader; whichever ends first ends both."""
         conn.stats.connections += 1
         self._open.add(conn)

@@ -120,15 +120,16 @@ def test_live_clients_recover_from_killed_connections_and_rebuild_the_simulators
     assert {m.asset for m in md.markets.values()} == set(ASSETS)
 
 
-def test_live_clients_ride_out_random_drops_and_garbage_with_books_intact():
+def test_live_clients_ride_out_random_drops_stalls_and_garbage_with_books_intact():
     async def scenario(run: LiveRun) -> None:
         await wait_for(lambda: run.servers.stats["clob_ws"].dropped >= 2, 10, "drop faults on the market channel")
         await run.wait_for_flow(20)
 
-    servers = SimServers(seed=12, speed=SPEED, assets=ASSETS, faults=FaultSpec.parse("drop=0.003,garbage=0.01"))
+    servers = SimServers(seed=12, speed=SPEED, assets=ASSETS, faults=FaultSpec.parse("drop=0.003,garbage=0.01,stall=0.002"))
     run = LiveRun(servers)
     run.run(scenario)
     # malformed frames are counted and skipped by the parsers, never applied to a book
     assert run.md.rejected > 0
     assert run.source.reconnects[FEED_POLYMARKET] >= 2
     assert sum(stats.dropped for stats in servers.stats.values()) >= 2
+    assert servers.stalls > 0
