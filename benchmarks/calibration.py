@@ -74,9 +74,11 @@ def _top(levels: list[dict], best: str) -> float | None:
     return max(prices) if best == "max" else min(prices)
 
 
-def measure(seed: int, windows: int, assets: tuple[str, ...] = ASSETS) -> dict[str, float]:
+def measure(
+    seed: int, windows: int, assets: tuple[str, ...] = ASSETS, model: ModelParams | None = None
+) -> dict[str, float]:
     """Run the sim for `windows` 15-minute windows and compute the Polymarket and return statistics."""
-    sim = SimMarket(seed, assets)
+    sim = SimMarket(seed, assets, model=model)
     end_time = sim.start_time + windows * WINDOW + 5
     markets: dict[str, _Market] = {}  # condition id -> market
     by_up: dict[str, _Market] = {}

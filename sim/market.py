@@ -25,6 +25,7 @@ from sim.model import (
     ModelParams,
     Quoter,
     RandomPool,
+    Seasonality,
     UpBook,
     digital_fair,
 )
@@ -119,6 +120,7 @@ class SimMarket:
         self.assets = tuple(assets)
         self.faults = faults or FaultSpec()
         self.model = model or ModelParams()
+        self._season = Seasonality(self.model)
         self.start_time = EPOCH + WINDOW * ((self.seed % 10000) * 97)
         self._now = float(self.start_time)
         self._sec = self.start_time
@@ -427,7 +429,8 @@ class SimMarket:
                 left = meta.end - s
                 lagged = s - min(mk.lag, 1 + int(self.model.final_lag_per_s * left))
                 sig = path.sigma(lagged) * vol_scale
-                fair = digital_fair(path.price(lagged), mk.strike, sig, meta.end - lagged)
+                tau = self._season.remaining_from(lagged - meta.start)
+                fair = digital_fair(path.price(lagged), mk.strike, sig, tau)
             self._quote(mk, fair, s + 0.05 + 0.9 * pool.uniform(), out)
             if pool.uniform() < self.model.last_trade_prob:
                 self._last_trade(mk, s + pool.uniform(), pool, out)
@@ -531,7 +534,6 @@ class SimMarket:
         ptb = mk.strike if mk.ptb_at is not None and t >= mk.ptb_at else None
         closed = mk.resolved_at is not None and t >= mk.resolved_at
         return M.MarketStatus(
-            started=t >= mk.meta.start,
             closed=closed,
             price_to_beat=ptb,
             final_price=mk.final if closed else None,

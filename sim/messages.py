@@ -354,7 +354,6 @@ def pm_market_resolved(meta: MarketMeta, up_won: bool, ts_ms: int) -> str:
 class MarketStatus:
     """What changes over a market's life, as the REST bodies show it."""
 
-    started: bool
     closed: bool
     price_to_beat: float | None
     final_price: float | None

@@ -41,10 +41,12 @@ ASSET_PARAMS: dict[str, AssetParams] = {
 class ModelParams:
     """Every tunable number of the model, one line each (calibrated by benchmarks/calibration.py)."""
 
-    vol_of_vol: float = 0.72  # stationary std of log volatility (drives the kurtosis of 15-min returns)
+    vol_of_vol: float = 0.8  # stationary std of log volatility (drives the kurtosis of 15-min returns)
     vol_half_life_s: float = 5400.0  # persistence of the volatility regime
     jump_share: float = 0.35  # share of return variance that comes from jumps
     jump_rate_per_s: float = 1.0 / 5400.0  # mean jump frequency
+    season_boost: float = 0.7  # extra vol right after each quarter hour (quarter-hour seasonality) ...
+    season_decay_s: float = 200.0  # ... decaying with this time constant; the window's variance is unchanged
     basis_mean: float = 2.0e-4  # futures premium over the index
     basis_std: float = 1.5e-4  # stationary std of the basis
     basis_half_life_s: float = 600.0
@@ -106,6 +108,24 @@ class RandomPool:
         return len(probs) - 1
 
 
+class Seasonality:
+    """Volatility is highest just after each quarter hour and decays through the window.
+
+    `multiplier[u]` scales the diffusion at second u of a window (mean square 1 over the window);
+    `remaining[u]` is the variance still to come from second u to the end, in plain seconds.
+    """
+
+    def __init__(self, model: ModelParams) -> None:
+        u = np.arange(WINDOW, dtype=float)
+        m = 1.0 + model.season_boost * np.exp(-u / model.season_decay_s)
+        m /= math.sqrt(float(np.mean(m * m)))
+        self.multiplier = m
+        self.remaining: list[float] = np.concatenate([np.cumsum((m * m)[::-1])[::-1], [0.0]]).tolist()
+
+    def remaining_from(self, u: int) -> float:
+        return self.remaining[min(max(u, 0), WINDOW)]
+
+
 class AssetPath:
     """Per-second index price, its volatility and the futures basis, generated in chunks ahead.
 
@@ -128,7 +148,7 @@ class AssetPath:
         self._keep = keep_s
         self.base = t0  # unix second of prices[0]
         self.prices: list[float] = []
-        self.sigmas: list[float] = []  # diffusion vol per sqrt(second) in force during that second
+        self.sigmas: list[float] = []  # regime diffusion vol per sqrt(second), before the seasonal multiplier
         self.bases: list[float] = []
         var_diffusion = (1.0 - model.jump_share) * params.return_std_15m**2 / WINDOW
         # log-vol ~ N(m, vol_of_vol^2) with E[sigma^2] = var_diffusion
@@ -136,6 +156,7 @@ class AssetPath:
         self._jump_std = math.sqrt(
             model.jump_share * params.return_std_15m**2 / (WINDOW * model.jump_rate_per_s)
         )
+        self._season = Seasonality(model).multiplier
         self._log_vol = self._log_vol_mean + model.vol_of_vol * float(rng.standard_normal())
         self._basis = model.basis_mean + model.basis_std * float(rng.standard_normal())
         self._last = params.price0 * math.exp(0.03 * float(rng.standard_normal()))
@@ -186,7 +207,8 @@ class AssetPath:
         self._log_vol, self._basis = x, y
         sig = np.exp(log_vol)
         jumps = (rng.random(n) < m.jump_rate_per_s) * rng.standard_normal(n) * self._jump_std
-        rets = sig * rng.standard_normal(n) + jumps
+        season = self._season[np.arange(self.end, self.end + n) % WINDOW]
+        rets = sig * season * rng.standard_normal(n) + jumps
         path = self._last * np.exp(np.cumsum(rets))
         self._last = float(path[-1])
         self.prices.extend(path.tolist())
@@ -268,10 +290,8 @@ class Quoter:
                 step = min(abs(gap), math.ceil(abs(gap) * m.requote_fraction * 100.0) / 100.0)
                 target = book.mid + math.copysign(step, gap)
             spread = book.spread_ticks * 10  # spreads stay in cents even on the fine grid
-            lo = tick
             bid = round((target * 1000.0 - spread / 2.0) / tick) * tick
-            bid = min(max(bid, lo), 1000 - tick - spread)
-            bid = max(bid, lo)
+            bid = max(min(bid, 1000 - tick - spread), tick)  # both sides inside [tick, 1 - tick]
             ask = min(bid + spread, 1000 - tick)
             self._set_levels(book, bid, ask)
             book.mid = (bid + ask) / 2000.0
