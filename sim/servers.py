@@ -420,6 +420,9 @@ class SimServers:
         router = self._router
         if feed == FEED_POLYMARKET:
             targets: set[_Conn] = set()
+            if "new_market" in event.msg and _event_type(event.msg) == "new_market":
+                # announces a market nobody can have subscribed to yet: every custom-feature subscriber gets it
+                targets = {c for c in self._open if c.feed == FEED_POLYMARKET and c.custom_features}
             for asset_id in event.asset_ids:
                 targets |= router.subscribers(feed, asset_id)
             if (

@@ -87,15 +87,19 @@ def current_tokens(servers: SimServers, asset: str) -> tuple[str, str]:
     return market.token_up, market.token_down
 
 
-def event_types(frames: list[str]) -> list[str]:
-    types = []
+def market_events(frames: list[str]) -> list[dict]:
+    """The market-channel events in frames (arrays unpacked, PONG skipped)."""
+    events = []
     for raw in frames:
         if raw == "PONG":
             continue
         doc = json.loads(raw)
-        for ev in doc if isinstance(doc, list) else [doc]:
-            types.append(ev["event_type"])
-    return types
+        events.extend(doc if isinstance(doc, list) else [doc])
+    return events
+
+
+def event_types(frames: list[str]) -> list[str]:
+    return [ev["event_type"] for ev in market_events(frames)]
 
 
 def asset_ids_of(raw: str) -> set[str]:
@@ -233,6 +237,26 @@ def test_clob_custom_feature_events_only_reach_subscribers_that_enabled_them():
         assert "book" in event_types(plain_frames)
 
     run_with_servers(body)
+
+
+def test_clob_new_market_reaches_every_custom_feature_subscriber_before_anyone_subscribes_to_it():
+    async def body(servers, endpoints):
+        btc = current_tokens(servers, "BTC")
+        url = endpoints["UPDOWN_CLOB_WS_URL"] + "/ws/market"
+        async with connect(url) as plain, connect(url) as custom:
+            await plain.send(json.dumps({"assets_ids": list(btc), "type": "market"}))
+            await custom.send(json.dumps({"assets_ids": list(btc), "type": "market", "custom_feature_enabled": True}))
+            # the next window is listed 60 s before it starts: about 0.7 s of wall time at 1200x
+            plain_frames, custom_frames = await asyncio.gather(
+                collect(plain, 1.0, until=lambda f: "new_market" in event_types(f)),
+                collect(custom, 1.0, until=lambda f: "new_market" in event_types(f)),
+            )
+        announced = [ev for ev in market_events(custom_frames) if ev["event_type"] == "new_market"]
+        assert announced
+        assert all(not set(ev["assets_ids"]) & set(btc) for ev in announced)
+        assert "new_market" not in event_types(plain_frames)
+
+    run_with_servers(body, speed=1200.0)
 
 
 def test_clob_closes_a_connection_that_never_subscribes():
