@@ -334,3 +334,24 @@ def test_short_calibration_run_lands_near_the_real_statistics() -> None:
         assert 0.7 < returns[f"ret_std_{asset}"] / p.return_std_15m < 1.4
     assert returns["excess_kurtosis"] > 2.0
     assert 0.44 < returns["up_share"] < 0.56
+
+
+def test_rest_bodies_show_the_resolution_once_the_window_ended() -> None:
+    sim = SimMarket(SEED, assets=("XRP",))
+    slug = f"xrp-updown-15m-{sim.start_time}"
+    resolved = None
+    for e in sim.events():
+        if '"event_type":"market_resolved"' in e.msg:
+            resolved = json.loads(e.msg)
+        if e.t > sim.start_time + WINDOW + 2:
+            break
+    assert resolved is not None
+    event = json.loads(sim.gamma_event_json(slug, sim.now))[0]
+    mk = event["markets"][0]
+    up = resolved["winning_outcome"] == "Up"
+    assert event["closed"] is True and mk["closed"] is True
+    assert json.loads(mk["outcomePrices"]) == (["1", "0"] if up else ["0", "1"])
+    assert (event["eventMetadata"]["finalPrice"] >= event["eventMetadata"]["priceToBeat"]) == up
+    clob = json.loads(sim.clob_market_json(resolved["market"]))
+    assert [t["winner"] for t in clob["tokens"]] == [up, not up]
+    assert sim.book_json(resolved["assets_ids"][0]) is None  # the venue answers 404 after resolution
