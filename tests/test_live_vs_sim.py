@@ -133,3 +133,29 @@ def test_live_clients_ride_out_random_drops_stalls_and_garbage_with_books_intact
     assert run.source.reconnects[FEED_POLYMARKET] >= 2
     assert sum(stats.dropped for stats in servers.stats.values()) >= 2
     assert servers.stalls > 0
+
+
+def test_live_clients_follow_the_window_rollover_and_see_the_simulators_resolution():
+    first_window: list = []
+
+    async def scenario(run: LiveRun) -> None:
+        servers = run.servers
+        first_window.extend(m for m in servers.sim.markets_at(servers.clock.now()) if m.start == servers.sim.start_time)
+        # past the first window's end and its resolution, well into the second window
+        await wait_for(lambda: servers.clock.now() > servers.sim.start_time + 900 + 60, 15, "the second window")
+        now = servers.clock.now()
+        second = [m for m in servers.sim.markets_at(now) if m.start <= now < m.end]
+        assert {m.start for m in second} == {servers.sim.start_time + 900}
+        run.tokens = [t for m in second for t in (m.token_up, m.token_down)]
+        await wait_for(run.books_ready, 10, "snapshots of the second window's books")
+
+    servers = SimServers(seed=13, speed=600.0, assets=ASSETS)
+    run = LiveRun(servers)
+    run.run(scenario)
+    assert {m.asset for m in first_window} == set(ASSETS)
+    for market in first_window:
+        slug = f"{market.asset.lower()}-updown-15m-{market.start}"
+        gamma = json.loads(servers.sim.gamma_event_json(slug, servers.clock.now()))[0]["markets"][0]
+        outcome_prices = json.loads(gamma["outcomePrices"])
+        assert outcome_prices in (["1", "0"], ["0", "1"])  # settled on the venue
+        assert run.md.resolved_outcome(market.condition_id) == ("Up" if outcome_prices == ["1", "0"] else "Down")
