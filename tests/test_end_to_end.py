@@ -170,7 +170,7 @@ def test_sigterm_during_a_speed_60_training_run_saves_and_exits_0(tmp_path: Path
     assert proc.poll() is None, proc.communicate()[1]
     proc.send_signal(signal.SIGTERM)
     stopped_at = time.monotonic()
-    out, err = proc.communicate(timeout=30)
+    _out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
     assert time.monotonic() - stopped_at < 10
     assert (tmp_path / "M.safetensors").exists() and (tmp_path / "M_stats.npz").exists()
