@@ -177,3 +177,17 @@ def test_sigterm_during_a_speed_60_training_run_saves_and_exits_0(tmp_path: Path
     report = json.loads((tmp_path / "R.json").read_text())
     assert report["model_saved"] == "M" and report["decisions"] > 0
     assert "Traceback" not in err
+
+
+def test_checkpoint_every_saves_during_the_run_and_keeps_the_last_k_backups(tmp_path: Path) -> None:
+    proc = run_cli("--strategy", "rl", "--train", *sim_args(tmp_path, seed="6"), "--save", "M",
+                   "--checkpoint-every", "3", "--keep-backups", "2", "--report", "R.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "R.json").read_text())
+    assert report["updates"] >= 6  # at least two periodic checkpoints happened
+    weights = sorted(tmp_path.glob("M_backup_*.safetensors"))
+    stats = sorted(tmp_path.glob("M_backup_*_stats.npz"))
+    assert 1 <= len(weights) <= 2 and len(stats) == len(weights)
+    for w in weights:
+        assert (tmp_path / (w.name[: -len(".safetensors")] + "_stats.npz")).exists()
+    assert (tmp_path / "M.safetensors").exists()
