@@ -128,6 +128,13 @@ def validate(args: argparse.Namespace) -> Options:
         for suffix in (".safetensors", "_stats.npz"):
             if args.load.endswith(suffix):
                 raise BadInput(f"give --load the model name without extension, e.g. --load {args.load[: -len(suffix)]}")
+    for flag, folder in (("--log-dir", Path(args.log_dir)), ("--report", Path(args.report or ".").parent)):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"{flag}: cannot create the folder {folder}: {exc.strerror or exc}") from None
+        if not os.access(folder, os.W_OK):
+            raise BadInput(f"{flag}: the folder {folder} is not writable")
     speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
@@ -261,9 +268,12 @@ async def run(opts: Options) -> int:
             source, clock = await build_source(opts, stack)
             recorder = None
             if args.record:
-                from streamers.recording import Recorder
+                from streamers.recording import Recorder, RecordingError
 
-                recorder = Recorder(args.record)
+                try:
+                    recorder = Recorder(args.record)
+                except RecordingError as exc:
+                    raise BadInput(str(exc)) from None
                 stack.callback(recorder.close)
 
             def checkpoint() -> None:
@@ -309,8 +319,11 @@ async def run(opts: Options) -> int:
         report["model_saved"] = opts.save_name if saved else None
         print(format_summary(report))
         if args.report:
-            Path(args.report).parent.mkdir(parents=True, exist_ok=True)
             Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+    if opts.save_name is not None and not saved:
+        print(f"updown: the model could not be saved to {opts.save_name}; the previous checkpoint is unchanged",
+              file=sys.stderr)
+        return EXIT_RUNTIME
     return EXIT_OK
 
 

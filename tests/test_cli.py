@@ -53,3 +53,24 @@ def test_help_exits_0() -> None:
     proc = run_cli("--help")
     assert proc.returncode == 0
     assert "--checkpoint-every" in proc.stdout
+
+
+def test_log_dir_that_cannot_be_created_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_cli("--strategy", "momentum", "--markets", "1", "--log-dir", str(blocker / "logs"))
+    assert_one_sentence_error(proc, "--log-dir")
+
+
+def test_recording_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    proc = run_cli("--strategy", "momentum", "--markets", "1", "--log-dir", str(tmp_path / "logs"),
+                   "--no-tui", "--record", str(blocker / "rec.jsonl"))
+    assert_one_sentence_error(proc, "recording")
+
+
+def test_save_name_that_is_a_folder_exits_2_before_training(tmp_path: Path) -> None:
+    (tmp_path / "models").mkdir()
+    proc = run_cli("--strategy", "rl", "--train", "--save", str(tmp_path / "models"), "--markets", "1")
+    assert_one_sentence_error(proc, "folder")
