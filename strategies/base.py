@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -35,6 +36,19 @@ FEATURE_NAMES: tuple[str, ...] = (
     "trend_regime",
 )
 NUM_FEATURES = len(FEATURE_NAMES)
+# opt-in: the 18 standard features, then where the UP/DOWN quotes stand against the index (the sim's edge)
+EXTENDED_FEATURE_NAMES: tuple[str, ...] = (
+    *FEATURE_NAMES,
+    "up_mid",  # (UP mid - 0.5) x 2
+    "index_distance",  # ln(index / price_to_beat) / (index vol x sqrt(seconds left)), / 3
+    "fair_up",  # (digital-option value of UP - 0.5) x 2
+    "up_ask_edge",  # (fair UP - UP ask - fee) x 10: value of buying UP now
+    "up_bid_edge",  # (UP bid - fee - fair UP) x 10: value of selling UP now
+    "down_ask_edge",  # (fair DOWN - DOWN ask - fee) x 10
+    "down_bid_edge",  # (DOWN bid - fee - fair DOWN) x 10
+)
+FEATURE_SETS: dict[str, tuple[str, ...]] = {"standard": FEATURE_NAMES, "extended": EXTENDED_FEATURE_NAMES}
+FEATURE_SET_IDS: dict[str, int] = {"standard": 1, "extended": 2}  # the id checkpoint stats record
 
 
 class Action(IntEnum):
@@ -97,6 +111,46 @@ class MarketState:
     def spread_pct(self) -> float:
         return self.spread / max(0.01, self.prob)
 
+    def index_z(self) -> float | None:
+        """Time-left-scaled log distance of the index from price_to_beat; None while either is unknown."""
+        if self.index_price <= 0.0 or self.price_to_beat <= 0.0:
+            return None
+        from strategies.baselines import DEFAULT_INDEX_VOL  # late import: baselines imports this module
+
+        vol = self.index_vol or DEFAULT_INDEX_VOL.get(self.asset, 0.0001)
+        spread = vol * math.sqrt(max(self.seconds_left, 0.5))  # half a tick left still has some spread
+        return math.log(self.index_price / self.price_to_beat) / spread
+
+    def fair_up(self) -> float:
+        """Digital-option value of UP from the index (driftless log-normal); the UP mid while unknown."""
+        z = self.index_z()
+        return self.prob if z is None else 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
+
+    def to_extended_features(self) -> np.ndarray:
+        """The 18 standard features followed by the 7 quote-vs-index features, scaled and clamped."""
+        fair = self.fair_up()
+        z = self.index_z() or 0.0
+        rate = self.fee_rate
+
+        def fee(price: float) -> float:
+            return rate * price * (1.0 - price)
+
+        up_bid, up_ask, down_bid, down_ask = self.best_bid, self.best_ask, self.down_bid, self.down_ask
+        extra = np.array(
+            [
+                (self.prob - 0.5) * 2.0,
+                z / 3.0,
+                (fair - 0.5) * 2.0,
+                (fair - up_ask - fee(up_ask)) * 10.0 if 0.0 < up_ask < 1.0 else -1.0,
+                (up_bid - fee(up_bid) - fair) * 10.0 if up_bid > 0.0 else -1.0,
+                ((1.0 - fair) - down_ask - fee(down_ask)) * 10.0 if 0.0 < down_ask < 1.0 else -1.0,
+                (down_bid - fee(down_bid) - (1.0 - fair)) * 10.0 if down_bid > 0.0 else -1.0,
+            ],
+            dtype=np.float32,
+        )
+        np.nan_to_num(extra, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
+        return np.concatenate([self.to_features(), np.clip(extra, -1.0, 1.0, out=extra)])
+
     def to_features(self) -> np.ndarray:
         raw = np.array(
             [
@@ -125,10 +179,12 @@ class MarketState:
         return np.clip(raw, -1.0, 1.0, out=raw)
 
 
-def features_matrix(states: Sequence[MarketState]) -> np.ndarray:
-    """Stack the scaled features of several markets into a float32 (N, 18) array."""
+def features_matrix(states: Sequence[MarketState], feature_set: str = "standard") -> np.ndarray:
+    """Stack the scaled features of several markets into a float32 (N, 18) array, (N, 25) if extended."""
     if not states:
-        return np.zeros((0, NUM_FEATURES), dtype=np.float32)
+        return np.zeros((0, len(FEATURE_SETS[feature_set])), dtype=np.float32)
+    if feature_set == "extended":
+        return np.stack([s.to_extended_features() for s in states])
     return np.stack([s.to_features() for s in states])
 
 

@@ -21,9 +21,17 @@ import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
 import persistence
-from strategies.base import NUM_FEATURES, Action, MarketState, Strategy, features_matrix
+from strategies.base import (
+    FEATURE_SET_IDS,
+    FEATURE_SETS,
+    NUM_FEATURES,
+    Action,
+    MarketState,
+    Strategy,
+    features_matrix,
+)
 
-FEATURE_SET = 1  # the 18 features and scales of strategies/base.py (Phase 5); bump when they change
+FEATURE_SET = FEATURE_SET_IDS["standard"]  # the published 18 features and scales (Phase 5); bump when they change
 NUM_ACTIONS = len(Action)
 MAX_TRACKED_MARKETS = 64  # markets never ended (engine dropped them) are forgotten past this many
 _ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim", "temporal_hidden")
@@ -66,11 +74,20 @@ class PPOConfig:
     temporal_hidden: int = 64
     """Hidden width of the TemporalEncoder."""
     input_dim: int = NUM_FEATURES
-    """Features per state."""
+    """Features per state: 18 for the standard set, 25 for the extended one (see `config_for_features`)."""
+    feature_set: str = "standard"
+    """Which features the agent sees: "standard" (the published 18) or "extended" (+ quotes vs the index)."""
     hidden_size: int = 64
     """Hidden width of the actor."""
     critic_hidden_size: int = 96
     """Hidden width of the critic."""
+
+
+def config_for_features(feature_set: str, base: PPOConfig | None = None) -> PPOConfig:
+    """`base` (default PPOConfig()) with the feature set and the input width it implies."""
+    if feature_set not in FEATURE_SETS:
+        raise ValueError(f"unknown feature set {feature_set!r}; choose one of {', '.join(FEATURE_SETS)}")
+    return replace(base or PPOConfig(), feature_set=feature_set, input_dim=len(FEATURE_SETS[feature_set]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -330,6 +347,11 @@ class RLStrategy(Strategy):
     def __init__(self, config: PPOConfig | None = None, seed: int | None = None) -> None:
         super().__init__()
         self.config = config or PPOConfig()
+        if self.config.input_dim != len(FEATURE_SETS.get(self.config.feature_set, ())):
+            raise ValueError(
+                f"input_dim {self.config.input_dim} does not fit feature set {self.config.feature_set!r}; "
+                "build the config with config_for_features"
+            )
         if seed is not None:
             mx.random.seed(seed)
         self._rng = np.random.default_rng(seed)
@@ -414,7 +436,7 @@ class RLStrategy(Strategy):
     def act_batch(self, states: Sequence[MarketState]) -> list[Action]:
         if not states:
             return []
-        features = features_matrix(states)
+        features = features_matrix(states, self.config.feature_set)
         history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
         flat = history.reshape(len(states), -1)
         probs = _softmax(self._np_actor(features, flat))
@@ -586,7 +608,7 @@ class RLStrategy(Strategy):
             gamma=float(cfg.gamma),
             buffer_size=cfg.buffer_size,
             updates=self.updates_done,
-            feature_set=FEATURE_SET,
+            feature_set=FEATURE_SET_IDS[cfg.feature_set],
         )
 
     def save(self, path: str | os.PathLike[str]) -> None:
@@ -620,6 +642,9 @@ class RLStrategy(Strategy):
         recorded = {}
         if checkpoint.stats is not None:
             recorded = {k: getattr(checkpoint.stats, k) for k in _ARCH_FIELDS if getattr(checkpoint.stats, k) is not None}
+            names = {v: k for k, v in FEATURE_SET_IDS.items()}
+            if checkpoint.stats.feature_set in names:  # older stats lack it: the standard set
+                recorded["feature_set"] = names[checkpoint.stats.feature_set]
         agent = cls(replace(base, **recorded), seed=seed)
         agent._apply(checkpoint, os.fspath(path))
         agent.load_notes = checkpoint.notes
@@ -628,10 +653,11 @@ class RLStrategy(Strategy):
     def _apply(self, checkpoint: persistence.Checkpoint, source: str) -> None:
         persistence.validate_weights(checkpoint.weights, self.expected_shapes(), source)
         stats = checkpoint.stats
-        if stats is not None and stats.feature_set not in (None, FEATURE_SET):
+        expected = FEATURE_SET_IDS[self.config.feature_set]
+        if stats is not None and stats.feature_set not in (None, expected):
             raise persistence.CheckpointError(
-                f"{source} was trained on feature set {stats.feature_set}, this version computes feature set "
-                f"{FEATURE_SET}; its decisions would be meaningless, so train a new model"
+                f"{source} was trained on feature set {stats.feature_set}, this agent computes feature set "
+                f"{expected} ({self.config.feature_set}); its decisions would be meaningless, so train a new model"
             )
         # everything validated: from here on nothing can fail half-way
         self.model.update(tree_unflatten([(k, mx.array(v)) for k, v in checkpoint.weights.items()]))
@@ -658,6 +684,7 @@ __all__ = [
     "Step",
     "TemporalEncoder",
     "TemporalMLP",
+    "config_for_features",
     "explained_variance",
     "gae",
 ]
