@@ -74,6 +74,8 @@ def build_parser() -> CliParser:
     p.add_argument("--train", action="store_true", help="learn online (rl only); saves the model on exit")
     p.add_argument("--load", metavar="NAME", help="load NAME.safetensors + NAME_stats.npz (rl only)")
     p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")
+    p.add_argument("--features", choices=("standard", "extended"), default=None,
+                   help="features a new rl model sees: the published 18 (default) or 25 with quotes vs the index")
     p.add_argument("--size", type=positive_float, default=100.0, help="trade size in USD; a position is size x 0.5")
     p.add_argument("--source", choices=("live", "sim", "replay"), default="sim", help="market data source")
     p.add_argument("--replay", metavar="FILE", help="recording to replay (with --source replay)")
@@ -107,8 +109,10 @@ def validate(args: argparse.Namespace) -> Options:
     if args.strategy != "rl":
         if args.train:
             raise BadInput(f"--train needs --strategy rl; {args.strategy} is a fixed rule and does not learn")
-        if args.load or args.save or args.checkpoint_every:
-            raise BadInput("--load, --save and --checkpoint-every apply only to --strategy rl")
+        if args.load or args.save or args.checkpoint_every or args.features:
+            raise BadInput("--load, --save, --checkpoint-every and --features apply only to --strategy rl")
+    if args.load and args.features:
+        raise BadInput("--features applies to a new model; a loaded model keeps the feature set it was trained on")
     if args.source == "replay":
         if not args.replay:
             raise BadInput("--source replay needs --replay FILE")
@@ -150,10 +154,13 @@ def build_strategy(opts: Options):
 
     args = opts.args
     if args.strategy == "rl":
-        from strategies.rl_mlx import RLStrategy
+        from strategies.rl_mlx import RLStrategy, config_for_features
 
         try:
-            strategy = RLStrategy.from_checkpoint(args.load, seed=args.seed) if args.load else RLStrategy(seed=args.seed)
+            if args.load:
+                strategy = RLStrategy.from_checkpoint(args.load, seed=args.seed)
+            else:
+                strategy = RLStrategy(config_for_features(args.features or "standard"), seed=args.seed)
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
         for note in getattr(strategy, "load_notes", None) or ():

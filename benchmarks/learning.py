@@ -1,0 +1,387 @@
+"""Does the agent learn? Train `rl` on training seeds, then evaluate greedy on held-out seeds beside every baseline.
+
+Everything runs in-process through the same Engine, SimSource and PaperBroker that `run.py --source sim
+--speed max` uses (one process, no MLX start-up per run); the equivalent run.py commands are printed.
+
+    python -m benchmarks.learning                                   # quick: BTC,ETH, 2 x 5 training windows
+    python -m benchmarks.learning --features extended --train-windows 20 --train-seeds 1,2,3
+    python -m benchmarks.learning --resume-check --train-windows 20  # 20 + save/load + 20 vs 40 straight
+
+The unit of the confidence intervals is one 15-minute window of one evaluation seed (PnL summed over the
+assets traded in it); the interval is mean +- 1.96 standard errors (normal approximation).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import dataclasses
+import json
+import math
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from engine.clock import VirtualClock
+from engine.engine import Engine, EngineConfig
+from sim.source import SimSource
+from strategies import create_strategy
+from strategies.base import Strategy
+from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
+from streamers.market_data import MarketData
+
+BASELINES = ("random", "momentum", "mean_revert", "fade_spike", "gating", "fair_value")
+Z95 = 1.96
+
+
+@dataclass
+class Outcome:
+    """One strategy's figures over several engine runs (seeds) with one fill mode."""
+
+    strategy: str
+    fill: str
+    windows: int = 0
+    decisions: int = 0
+    trades: int = 0
+    wins: int = 0
+    fees: float = 0.0
+    pnl: float = 0.0
+    window_pnls: list[float] = field(default_factory=list)  # one per completed (seed, window)
+    pnl_by_asset: dict[str, float] = field(default_factory=dict)
+
+    def add(self, report: dict, window_pnls: list[float]) -> None:
+        self.windows += report["windows"]
+        self.decisions += report["decisions"]
+        self.trades += report["trades"]
+        self.wins += report["wins"]
+        self.fees += report["fees"]
+        self.pnl += report["pnl"]
+        self.window_pnls += window_pnls
+        for asset, value in report["pnl_by_asset"].items():
+            self.pnl_by_asset[asset] = self.pnl_by_asset.get(asset, 0.0) + value
+
+    @property
+    def win_rate(self) -> float:
+        return self.wins / self.trades if self.trades else 0.0
+
+    def mean_ci(self) -> tuple[float, float, float]:
+        """Mean PnL per window and its 95 % interval (normal approximation)."""
+        n = len(self.window_pnls)
+        if n == 0:
+            return 0.0, 0.0, 0.0
+        mean = sum(self.window_pnls) / n
+        if n < 2:
+            return mean, mean, mean
+        sd = math.sqrt(sum((x - mean) ** 2 for x in self.window_pnls) / (n - 1))
+        half = Z95 * sd / math.sqrt(n)
+        return mean, mean - half, mean + half
+
+    def to_dict(self) -> dict:
+        mean, low, high = self.mean_ci()
+        out = dataclasses.asdict(self)
+        out.update(win_rate=self.win_rate, mean_per_window=mean, ci95=[low, high])
+        return out
+
+
+def window_pnls(episodes_csv: str) -> list[float]:
+    """PnL per completed window (summed over assets) from an engine's episodes CSV; shutdown partials excluded."""
+    totals: dict[str, float] = {}
+    partial: set[str] = set()
+    with open(episodes_csv, newline="") as fh:
+        for row in csv.DictReader(fh):
+            totals[row["window_start"]] = totals.get(row["window_start"], 0.0) + float(row["pnl"])
+            if row["outcome"] == "shutdown":
+                partial.add(row["window_start"])
+    return [v for k, v in sorted(totals.items()) if k not in partial]
+
+
+async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int) -> dict:
+    source = SimSource(seed, assets=cfg.assets)
+    try:
+        return await Engine(strategy, source, VirtualClock(), MarketData(assets=cfg.assets), cfg).run()
+    finally:
+        await source.close()
+
+
+def run_once(
+    strategy: Strategy, name: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, train: bool,
+    log_dir: Path, run_id: str,
+) -> tuple[dict, list[float]]:
+    """One sim run at max speed; returns the engine report and the PnL of each completed window."""
+    cfg = EngineConfig(
+        size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
+        seed=seed, source_name="sim", strategy_name=name,
+    )
+    report = asyncio.run(_run_engine(strategy, cfg, seed))
+    return report, window_pnls(report["logs"]["episodes"])
+
+
+def command(strategy: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, extra: str = "") -> str:
+    """The run.py command line equivalent to one in-process run."""
+    return (
+        f"python run.py --strategy {strategy} --source sim --speed max --seed {seed} --markets {windows} "
+        f"--assets {','.join(assets)} --fill {fill} --no-tui{extra}"
+    )
+
+
+def update_summary(updates_csv: str) -> dict[str, float]:
+    """Mean of the PPO metrics over the last half of a run's updates (the first half is still moving)."""
+    with open(updates_csv, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows:
+        return {"updates": 0}
+    tail = rows[len(rows) // 2 :]
+    out: dict[str, float] = {"updates": len(rows)}
+    for key in ("entropy", "value_loss", "explained_variance", "approx_kl", "clip_fraction"):
+        values = [float(r[key]) for r in tail if r[key] not in ("", "nan")]
+        out[key] = sum(values) / len(values) if values else float("nan")
+    return out
+
+
+@dataclass
+class Bench:
+    """Options shared by every step of the benchmark."""
+
+    assets: tuple[str, ...]
+    out: Path
+    features: str
+    config: PPOConfig
+    quiet: bool = False
+    commands: list[str] = field(default_factory=list)
+
+    def say(self, text: str) -> None:
+        if not self.quiet:
+            print(text, flush=True)
+
+    def new_agent(self, seed: int) -> RLStrategy:
+        return RLStrategy(self.config, seed=seed)
+
+    def train(self, agent: RLStrategy, seeds: Sequence[int], windows: int, tag: str, save: str | None) -> list[dict]:
+        """Train `agent` on each seed in turn for `windows` windows; one summary dict per seed."""
+        rows = []
+        for seed in seeds:
+            start = time.perf_counter()
+            run_id = f"{tag}_train_s{seed}"
+            report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id)
+            summary = update_summary(report["logs"]["updates"])
+            row = {
+                "seed": seed, "windows": report["windows"], "trades": report["trades"], "pnl": report["pnl"],
+                "fees": report["fees"], "win_rate": report["win_rate"], "reward_count": agent.reward_count,
+                "decisions_per_second": report["decisions_per_second"], "wall_seconds": time.perf_counter() - start,
+                **summary,
+            }
+            rows.append(row)
+            self.commands.append(command("rl", seed, windows, self.assets, "book", self._rl_flags(True, save)))
+            self.say(
+                f"  train {tag} seed {seed}: {row['windows']} windows, PnL ${row['pnl']:+,.0f} "
+                f"(fees ${row['fees']:,.0f}), {row['trades']} trades, win {100 * row['win_rate']:.0f}%, "
+                f"updates {row['updates']}, entropy {row.get('entropy', float('nan')):.3f}, "
+                f"value loss {row.get('value_loss', float('nan')):.3f}, "
+                f"EV {row.get('explained_variance', float('nan')):.2f}, reward_count {agent.reward_count}, "
+                f"{row['decisions_per_second']:,.0f} decisions/s, {row['wall_seconds']:.0f} s"
+            )
+        if save:
+            agent.save(save)
+        return rows
+
+    def _rl_flags(self, train: bool, save: str | None = None, load: str | None = None) -> str:
+        flags = f" --features {self.features}" if self.features != "standard" and not load else ""
+        if train:
+            flags += " --train"
+        if load:
+            flags += f" --load {load}"
+        if save:
+            flags += f" --save {save}"
+        return flags
+
+    def evaluate(
+        self, make: Callable[[int], Strategy], name: str, seeds: Sequence[int], windows: int, fill: str,
+        tag: str, load: str | None = None,
+    ) -> Outcome:
+        """Greedy (no learning) runs of one strategy on the held-out seeds with one fill mode."""
+        outcome = Outcome(name if not tag else f"{name}[{tag}]", fill)
+        for seed in seeds:
+            run_id = f"eval_{tag or name}_{fill}_s{seed}"
+            report, per_window = run_once(make(seed), name, seed, windows, self.assets, fill, False, self.out, run_id)
+            outcome.add(report, per_window)
+            extra = self._rl_flags(False, load=load) if name == "rl" else ""
+            self.commands.append(command(name, seed, windows, self.assets, fill, extra))
+        return outcome
+
+
+def print_table(outcomes: list[Outcome], title: str) -> None:
+    print(f"\n{title}")
+    print(
+        f"{'strategy':<22}{'fill':<6}{'windows':>8}{'trades':>8}{'win %':>7}{'fees $':>10}{'net PnL $':>12}"
+        f"{'mean $/window [95% CI]':>34}"
+    )
+    for o in outcomes:
+        mean, low, high = o.mean_ci()
+        print(
+            f"{o.strategy:<22}{o.fill:<6}{o.windows:>8}{o.trades:>8}{100 * o.win_rate:>7.1f}{o.fees:>10,.0f}"
+            f"{o.pnl:>12,.0f}{mean:>12,.1f} [{low:>8,.1f}, {high:>8,.1f}]"
+        )
+
+
+def ratio_line(rl: Outcome, fair: Outcome) -> str:
+    ratio = rl.pnl / fair.pnl if fair.pnl else float("nan")
+    return f"RL / fair_value net PnL ({rl.fill} fill): {rl.pnl:,.0f} / {fair.pnl:,.0f} = {ratio:.2f}"
+
+
+def verdict(rl: Outcome, others: list[Outcome]) -> str:
+    """Whether RL's interval lies above every rule baseline's (fair_value included), and its PnL is positive."""
+    _, rl_low, _ = rl.mean_ci()
+    beaten = [o.strategy for o in others if o.mean_ci()[2] < rl_low]
+    not_beaten = [o.strategy for o in others if o.strategy not in beaten]
+    sign = "positive" if rl.pnl > 0 else "not positive"
+    if not not_beaten:
+        return f"RL ({rl.fill}): net PnL {sign}; interval above every baseline's"
+    return f"RL ({rl.fill}): net PnL {sign}; intervals overlap or lie below: {', '.join(not_beaten)}"
+
+
+def parse_overrides(items: Sequence[str]) -> dict[str, object]:
+    """`key=value` pairs for PPOConfig, typed like the field they set."""
+    types = {f.name: type(getattr(PPOConfig(), f.name)) for f in dataclasses.fields(PPOConfig)}
+    out: dict[str, object] = {}
+    for item in items:
+        for pair in item.split(","):
+            key, _, value = pair.partition("=")
+            key = key.strip()
+            if key not in types or not value or key in ("input_dim", "feature_set"):
+                raise SystemExit(f"--set {pair!r}: expected key=value with a PPOConfig field (not input_dim/feature_set)")
+            out[key] = types[key](value)
+    return out
+
+
+def seeds_arg(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--assets", default="BTC,ETH", help="comma list (default BTC,ETH: half the CPU of all four)")
+    p.add_argument("--features", choices=("standard", "extended"), default="standard")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="PPOConfig override(s)")
+    p.add_argument("--train-seeds", type=seeds_arg, default=[1, 2], help="simulator seeds to train on")
+    p.add_argument("--train-windows", type=int, default=5, help="15-minute windows per training seed")
+    p.add_argument("--eval-seeds", type=seeds_arg, default=[1001, 1002], help="held-out seeds (never trained on)")
+    p.add_argument("--eval-windows", type=int, default=5, help="15-minute windows per evaluation seed")
+    p.add_argument("--fills", default="book,mid", help="fill modes to evaluate (book, mid or both)")
+    p.add_argument("--baselines", default=",".join(BASELINES), help="rule strategies to evaluate beside rl")
+    p.add_argument("--agent-seed", type=int, default=0, help="seed of the agent's weights and sampling")
+    p.add_argument("--load", metavar="NAME", help="evaluate this checkpoint instead of training one")
+    p.add_argument("--resume-check", action="store_true",
+                   help="train the first half of --train-windows, save, load, train the rest; vs straight")
+    p.add_argument("--out", default=None, help="folder for CSV logs, checkpoints and results.json")
+    args = p.parse_args(argv)
+
+    assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
+    overrides = parse_overrides(args.set)
+    config = config_for_features(args.features, PPOConfig(**overrides))
+    out = Path(args.out or tempfile.mkdtemp(prefix="learning_"))
+    out.mkdir(parents=True, exist_ok=True)
+    bench = Bench(assets, out, args.features, config)
+    fills = [f for f in args.fills.split(",") if f]
+    overlap = set(args.train_seeds) & set(args.eval_seeds)
+    if overlap:
+        raise SystemExit(f"evaluation seeds {sorted(overlap)} are also training seeds; held-out means unseen")
+    print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
+          f"train seeds {args.train_seeds} x {args.train_windows} windows, eval seeds {args.eval_seeds} x "
+          f"{args.eval_windows} windows, logs in {out}")
+    results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
+
+    if args.resume_check:
+        results["resume"] = resume_check(bench, args, fills)
+        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        print_commands(bench)
+        return 0
+
+    model = args.load or str(out / "rl_model")
+    if not args.load:
+        agent = bench.new_agent(args.agent_seed)
+        results["training"] = bench.train(agent, args.train_seeds, args.train_windows, "rl", model)
+
+    outcomes: list[Outcome] = []
+    for fill in fills:
+        rl = bench.evaluate(lambda s: RLStrategy.from_checkpoint(model, seed=s), "rl", args.eval_seeds,
+                            args.eval_windows, fill, "", load=model)
+        rules = [
+            bench.evaluate(lambda s, n=name: create_strategy(n, seed=s), name, args.eval_seeds, args.eval_windows,
+                           fill, "")
+            for name in args.baselines.split(",") if name
+        ]
+        outcomes += [rl, *rules]
+        print_table([rl, *rules], f"held-out evaluation, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
+        fair = next((o for o in rules if o.strategy == "fair_value"), None)
+        if fair is not None:
+            print(ratio_line(rl, fair))
+        print(verdict(rl, rules))
+    results["evaluation"] = [o.to_dict() for o in outcomes]
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+    print_commands(bench)
+    print(f"results: {out / 'results.json'}")
+    return 0
+
+
+def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str]) -> dict:
+    """Half the windows, save, load into a fresh process-equivalent agent, the other half; vs all in one go.
+
+    Both see the same frames: each training seed's first half, then its second half is not reachable
+    without replaying, so the halves are the training seeds split in two lists (first list, then second).
+    """
+    seeds = args.train_seeds
+    if len(seeds) < 2:
+        raise SystemExit("--resume-check needs at least two --train-seeds (one per half)")
+    half = len(seeds) // 2
+    first, second = seeds[:half], seeds[half:]
+    windows = args.train_windows
+    straight_name, part_name = str(bench.out / "straight"), str(bench.out / "resumed")
+    bench.say("straight run:")
+    straight = bench.new_agent(args.agent_seed)
+    straight_rows = bench.train(straight, seeds, windows, "straight", straight_name)
+    bench.say("resumed run:")
+    part = bench.new_agent(args.agent_seed)
+    first_rows = bench.train(part, first, windows, "resumed1", part_name)
+    count_saved = part.reward_count
+    loaded = RLStrategy.from_checkpoint(part_name, config=bench.config, seed=args.agent_seed + 1)
+    count_loaded = loaded.reward_count
+    second_rows = bench.train(loaded, second, windows, "resumed2", part_name)
+    print(f"\nreward statistics: saved reward_count {count_saved}, loaded {count_loaded}, after the second half "
+          f"{loaded.reward_count} (straight run: {straight.reward_count}); reward_std saved "
+          f"{part.reward_std:.3f} -> final {loaded.reward_std:.3f}")
+    outcomes = []
+    for fill in fills:
+        a = bench.evaluate(lambda s: RLStrategy.from_checkpoint(straight_name, seed=s), "rl", args.eval_seeds,
+                           args.eval_windows, fill, "straight", load=straight_name)
+        b = bench.evaluate(lambda s: RLStrategy.from_checkpoint(part_name, seed=s), "rl", args.eval_seeds,
+                           args.eval_windows, fill, "resumed", load=part_name)
+        outcomes += [a, b]
+        print_table([a, b], f"resume check, held-out --fill {fill}")
+        (_, a_low, a_high), (_, b_low, b_high) = a.mean_ci(), b.mean_ci()
+        same = a_low <= b_high and b_low <= a_high
+        print(f"intervals {'overlap (within noise)' if same else 'do not overlap'}")
+    return {
+        "straight": straight_rows, "resumed_first": first_rows, "resumed_second": second_rows,
+        "reward_count": {"saved": count_saved, "loaded": count_loaded, "final": loaded.reward_count,
+                         "straight": straight.reward_count},
+        "evaluation": [o.to_dict() for o in outcomes],
+    }
+
+
+def print_commands(bench: Bench) -> None:
+    print("\nequivalent run.py commands (each run here is one of these, in-process):")
+    seen = set()
+    for c in bench.commands:
+        if c not in seen:
+            seen.add(c)
+            print(f"  {c}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
