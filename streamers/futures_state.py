@@ -8,8 +8,10 @@ frame). Memory is bounded: per-second ring buckets, a fixed bar deque, a fixed t
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from collections import deque
 from itertools import pairwise
+from typing import NamedTuple
 
 from streamers.binance import (
     AggTrade,
@@ -36,6 +38,18 @@ VOL_LONG_BARS = 15  # long realized vol (reported as `realized_vol`): the last 1
 VOL_REGIME_THRESHOLD = 0.001
 TREND_REGIME_THRESHOLD = 0.005  # |60-minute return| above 0.5 % is a trending regime
 _BAR_GAP_S = 61.0  # consecutive stored bars further apart than this straddle a gap: no return across it
+
+
+class _FlowWindows(NamedTuple):
+    """Taker volumes over the trade-flow windows, as of one frame time."""
+
+    buy: float  # last 60 s
+    sell: float
+    recent_buy: float  # last 10 s (the current second included)
+    recent_sell: float
+    recent_count: int
+    previous_buy: float  # the 10 s before those
+    previous_sell: float
 
 
 class _SecondBuckets:
@@ -66,18 +80,35 @@ class _SecondBuckets:
             self.buy[i] += qty
         self.count[i] += 1
 
-    def window(self, now: float, seconds: int, skip: int = 0) -> tuple[float, float, int]:
-        """(buy, sell, count) over the `seconds` whole seconds ending `skip` seconds before `now`'s second."""
-        buy = sell = 0.0
-        count = 0
-        top = int(now) - skip
-        for sec in range(top - seconds + 1, top + 1):
-            i = sec % self.n
-            if self.stamp[i] == sec:
-                buy += self.buy[i]
-                sell += self.sell[i]
-                count += self.count[i]
-        return buy, sell, count
+    def windows(self, now: float) -> _FlowWindows:
+        """The 60 s, last-10 s and previous-10 s windows ending at `now`'s second, in one pass over the ring.
+
+        Each sum runs oldest second first from 0.0, the order a per-window scan would add in."""
+        buy60 = sell60 = buy10 = sell10 = buy_prev = sell_prev = 0.0
+        count10 = 0
+        top = int(now)
+        recent = top - INTENSITY_WINDOW_S  # seconds after this are the last 10
+        previous = recent - INTENSITY_WINDOW_S  # seconds after this (up to `recent`) the 10 before
+        n, stamps, buys, sells, counts = self.n, self.stamp, self.buy, self.sell, self.count
+        for sec in range(top - FLOW_WINDOW_S + 1, top + 1):
+            i = sec % n
+            if stamps[i] != sec:
+                continue
+            b, s = buys[i], sells[i]
+            buy60 += b
+            sell60 += s
+            if sec > recent:
+                buy10 += b
+                sell10 += s
+                count10 += counts[i]
+            elif sec > previous:
+                buy_prev += b
+                sell_prev += s
+        return _FlowWindows(buy60, sell60, buy10, sell10, count10, buy_prev, sell_prev)
+
+
+def _close_time(bar: tuple[float, float]) -> float:
+    return bar[0]
 
 
 def _std(xs: list[float]) -> float:
@@ -118,6 +149,9 @@ class FuturesState:
         self._last_large_at = -math.inf
         self._bars: deque[tuple[float, float]] = deque(maxlen=BARS_KEPT)  # (close_time, close), oldest first
         self._vol_key: float | None = None
+        self._version = 0  # bumped by every apply: derived values cached for one version stay valid
+        self._flow_version = -1
+        self._flow_cache = _FlowWindows(0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
         self._vol_short = 0.0
         self._vol_long = 0.0
 
@@ -126,6 +160,7 @@ class FuturesState:
     def apply(self, update: FuturesUpdate, t: float) -> None:
         """Fold one parsed futures update received at frame time `t` into the state."""
         self.updated_at = t
+        self._version += 1
         if type(update) is AggTrade:  # the hot path first
             self._trade(update, t)
         elif isinstance(update, DepthSnapshot):
@@ -185,10 +220,12 @@ class FuturesState:
         if self.last_price is None:
             return 0.0
         cutoff = self.updated_at - 60.0 * minutes
-        for close_time, close in reversed(self._bars):
-            if close_time <= cutoff:
-                return self.last_price / close - 1.0 if close > 0.0 else 0.0
-        return 0.0
+        bars = self._bars
+        i = bisect_right(bars, cutoff, key=_close_time)  # close times strictly increase (see _add_bar)
+        if not i:
+            return 0.0
+        close = bars[i - 1][1]
+        return self.last_price / close - 1.0 if close > 0.0 else 0.0
 
     @property
     def returns_1m(self) -> float:
@@ -206,27 +243,32 @@ class FuturesState:
     def returns_60m(self) -> float:
         return self._return_over(60)
 
+    def _flow_windows(self) -> _FlowWindows:
+        # the engine reads several flow values per market per tick: scan the ring once per update
+        if self._flow_version != self._version:
+            self._flow_cache = self._flow.windows(self.updated_at)
+            self._flow_version = self._version
+        return self._flow_cache
+
     @property
     def trade_flow_imbalance(self) -> float:
         """(taker buy - taker sell) / total volume over the last 60 s, in [-1, 1]."""
-        buy, sell, _ = self._flow.window(self.updated_at, FLOW_WINDOW_S)
-        return _imbalance(buy, sell)
+        w = self._flow_windows()
+        return _imbalance(w.buy, w.sell)
 
     @property
     def cvd_acceleration(self) -> float:
         """Change of the CVD slope (net taker flow per second) between the last two 10 s buckets, over
         the last 60 s of volume: bounded by 0.1 in size, reached only when that volume all fell in those 20 s."""
-        buy1, sell1, _ = self._flow.window(self.updated_at, INTENSITY_WINDOW_S)
-        buy0, sell0, _ = self._flow.window(self.updated_at, INTENSITY_WINDOW_S, skip=INTENSITY_WINDOW_S)
-        buy, sell, _ = self._flow.window(self.updated_at, FLOW_WINDOW_S)
-        total = buy + sell
-        slope_change = ((buy1 - sell1) - (buy0 - sell0)) / INTENSITY_WINDOW_S
+        w = self._flow_windows()
+        total = w.buy + w.sell
+        slope_change = ((w.recent_buy - w.recent_sell) - (w.previous_buy - w.previous_sell)) / INTENSITY_WINDOW_S
         return slope_change / total if total > 0.0 else 0.0
 
     @property
     def trade_intensity(self) -> float:
         """Aggregated trades per second over the last 10 whole seconds (the current one included)."""
-        return self._flow.window(self.updated_at, INTENSITY_WINDOW_S)[2] / INTENSITY_WINDOW_S
+        return self._flow_windows().recent_count / INTENSITY_WINDOW_S
 
     @property
     def large_trade_flag(self) -> float:

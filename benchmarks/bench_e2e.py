@@ -1,0 +1,146 @@
+"""End-to-end `--source sim --speed max` throughput and memory, in-process (the same parts run.py wires).
+
+    python benchmarks/bench_e2e.py --strategy rl --train --windows 50 --seed 1
+    python benchmarks/bench_e2e.py --strategy fair_value --windows 50 --repeat 3
+
+Prints decisions per second overall (the report's `decisions_per_second`) and per 10-window segment,
+and the process's RSS as each segment ends: `peak` is `resource.getrusage(RUSAGE_SELF).ru_maxrss`
+(the high-water mark so far), `now` the resident set read from /proc/self/statm. The snapshots are
+taken by a monitor task that wakes each time the engine yields to the event loop (every 512 frames),
+so a segment boundary is seen within 512 frames of the window's settlement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from engine.clock import VirtualClock
+from engine.engine import Engine, EngineConfig
+from sim.source import SimSource
+from strategies import STRATEGY_NAMES, create_strategy
+from streamers.frames import ASSETS
+from streamers.market_data import MarketData
+
+_PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def peak_rss_mb() -> float:
+    """High-water resident set of this process so far (Linux reports ru_maxrss in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    """Resident set right now, from /proc (0 where /proc is missing)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * _PAGE_KB / 1024.0
+    except OSError:
+        return 0.0
+
+
+@dataclass(frozen=True)
+class Segment:
+    windows: int  # windows resolved when the snapshot was taken
+    wall_s: float  # wall seconds since the engine started
+    decisions: int
+    updates: int
+    peak_rss_mb: float
+    rss_mb: float
+
+
+async def _monitor(engine: Engine, every: int, segments: list[Segment], t0: float) -> None:
+    """Snapshot stats and RSS each time another `every` windows have resolved."""
+    next_mark = every
+    while True:
+        stats = engine.stats
+        if stats.windows >= next_mark:
+            segments.append(Segment(
+                stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
+                peak_rss_mb(), current_rss_mb(),
+            ))
+            next_mark = (stats.windows // every + 1) * every
+        await asyncio.sleep(0)
+
+
+async def run_once(strategy_name: str, train: bool, windows: int, seed: int, every: int,
+                   assets: tuple[str, ...], log_dir: str | None) -> tuple[dict, list[Segment]]:
+    """One engine run over `windows` simulated windows; returns its report and the segment snapshots."""
+    strategy = create_strategy(strategy_name, seed=seed)
+    cfg = EngineConfig(
+        size=100.0, max_windows=windows, assets=assets, train=train, log_dir=log_dir,
+        seed=seed, source_name="sim", strategy_name=strategy_name,
+    )
+    engine = Engine(strategy, SimSource(seed, assets), VirtualClock(), MarketData(assets), cfg)
+    segments: list[Segment] = []
+    t0 = time.perf_counter()
+    monitor = asyncio.create_task(_monitor(engine, every, segments, t0))
+    try:
+        report = await engine.run()
+    finally:
+        monitor.cancel()
+    stats = engine.stats
+    if not segments or segments[-1].windows != stats.windows:
+        segments.append(Segment(stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
+                                peak_rss_mb(), current_rss_mb()))
+    return report, segments
+
+
+def print_run(report: dict, segments: list[Segment]) -> None:
+    print(f"  overall: {report['decisions']:,} decisions in {report['wall_seconds']:.2f} s = "
+          f"{report['decisions_per_second']:,.0f} decisions/s; {report['windows']} windows, "
+          f"{report.get('updates', 0)} PPO updates, {report['feed']['messages']:,} frames")
+    prev = Segment(0, 0.0, 0, 0, 0.0, 0.0)
+    for s in segments:
+        wall = max(1e-9, s.wall_s - prev.wall_s)
+        print(f"  windows {prev.windows + 1:>3}-{s.windows:<3} {(s.decisions - prev.decisions) / wall:>8,.0f} decisions/s"
+              f"  ({s.updates - prev.updates} updates, {wall:.2f} s)"
+              f"  RSS peak {s.peak_rss_mb:.0f} MB, now {s.rss_mb:.0f} MB")
+        prev = s
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--strategy", default="rl", choices=STRATEGY_NAMES)
+    parser.add_argument("--train", action="store_true", help="train the rl agent while running")
+    parser.add_argument("--windows", type=int, default=50, help="15-minute windows to run (--markets)")
+    parser.add_argument("--every", type=int, default=10, help="windows per reported segment")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--repeat", type=int, default=1, help="runs (seeds seed, seed+1, ...); prints the median")
+    parser.add_argument("--assets", default=",".join(ASSETS))
+    parser.add_argument("--no-logs", action="store_true", help="skip the CSV logs (the CLI always writes them)")
+    args = parser.parse_args(argv)
+    if args.train and args.strategy != "rl":
+        parser.error("--train needs --strategy rl")
+    assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
+    rates = []
+    mode = "train" if args.train else "eval"
+    for i in range(args.repeat):
+        seed = args.seed + i
+        with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
+            report, segments = asyncio.run(run_once(
+                args.strategy, args.train, args.windows, seed, args.every, assets,
+                None if args.no_logs else tmp,
+            ))
+        print(f"{args.strategy} ({mode}) seed {seed}, {args.windows} windows:")
+        print_run(report, segments)
+        rates.append(report["decisions_per_second"])
+    if args.repeat > 1:
+        print(f"median of {args.repeat} runs: {statistics.median(rates):,.0f} decisions/s "
+              f"(min {min(rates):,.0f}, max {max(rates):,.0f})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
