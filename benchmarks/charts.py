@@ -1,0 +1,200 @@
+"""PNG charts from the CSV logs of `benchmarks/learning.py` runs: equity curves, PnL by asset, entropy over updates.
+
+    python -m benchmarks.charts --run standard=/tmp/std --run extended=/tmp/ext --out docs/img \
+        --reference ../shared/fixtures/reference_logs
+
+Each `--run LABEL=DIR` is a learning benchmark output folder (`--out`): its training logs
+(`updates_*_train_*.csv`, `episodes_*_train_*.csv`, in the order they were written) and its held-out
+evaluation logs (`episodes_eval_<strategy>_<fill>_s<seed>.csv`). Needs matplotlib (optional extra).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import re
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt
+
+_EVAL = re.compile(r"episodes_eval_(?P<strategy>.+)_(?P<fill>book|mid)_s(?P<seed>\d+)\.csv$")
+
+
+def _rows(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _by_time(paths: list[Path]) -> list[Path]:
+    return sorted(paths, key=lambda p: p.stat().st_mtime)
+
+
+def training_updates(run_dir: Path) -> list[dict[str, str]]:
+    """Every PPO update row of the run's training, in order."""
+    return [r for p in _by_time(list(run_dir.glob("updates_*_train_*.csv"))) for r in _rows(p)]
+
+
+def training_window_pnls(run_dir: Path) -> list[float]:
+    """PnL per training window (assets summed), in the order trained."""
+    out: list[float] = []
+    for path in _by_time(list(run_dir.glob("episodes_*_train_*.csv"))):
+        totals: dict[str, float] = defaultdict(float)
+        for r in _rows(path):
+            totals[r["window_start"]] += float(r["pnl"])
+        out += [totals[k] for k in sorted(totals)]
+    return out
+
+
+def eval_episodes(run_dir: Path, fill: str) -> dict[str, list[dict[str, str]]]:
+    """Held-out episode rows per strategy for one fill mode, seeds in order."""
+    found: dict[str, list[tuple[int, Path]]] = defaultdict(list)
+    for path in run_dir.glob("episodes_eval_*.csv"):
+        m = _EVAL.search(path.name)
+        if m and m["fill"] == fill:
+            found[m["strategy"]].append((int(m["seed"]), path))
+    return {s: [r for _, p in sorted(paths) for r in _rows(p)] for s, paths in sorted(found.items())}
+
+
+def _window_series(rows: list[dict[str, str]]) -> list[float]:
+    """PnL per window (assets summed) in the order the rows list them; seeds have distinct window starts."""
+    totals: dict[str, float] = {}
+    for r in rows:
+        totals[r["window_start"]] = totals.get(r["window_start"], 0.0) + float(r["pnl"])
+    return list(totals.values())
+
+
+def _cumulative(values: list[float]) -> list[float]:
+    out, total = [], 0.0
+    for v in values:
+        total += v
+        out.append(total)
+    return out
+
+
+def plot_equity(runs: dict[str, Path], fill: str, out: Path) -> Path:
+    """Held-out cumulative PnL per window for every strategy (the first run's baselines, each run's rl)."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    first = True
+    for label, run_dir in runs.items():
+        for strategy, rows in eval_episodes(run_dir, fill).items():
+            is_rl = strategy.startswith("rl")
+            if not is_rl and not first:
+                continue  # the baselines are the same on every run
+            name = f"rl ({label})" if is_rl else strategy
+            ax.plot(_cumulative(_window_series(rows)), label=name, linewidth=2.2 if is_rl else 1.2)
+        first = False
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("held-out 15-minute window (seeds in order)")
+    ax.set_ylabel("cumulative net PnL ($)")
+    ax.set_title(f"Equity on held-out seeds, --fill {fill}")
+    ax.legend(fontsize=8)
+    path = out / f"equity_{fill}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_pnl_by_asset(runs: dict[str, Path], fill: str, out: Path) -> Path:
+    """Held-out net PnL per asset, grouped bars per strategy."""
+    table: dict[str, dict[str, float]] = {}
+    first = True
+    for label, run_dir in runs.items():
+        for strategy, rows in eval_episodes(run_dir, fill).items():
+            is_rl = strategy.startswith("rl")
+            if not is_rl and not first:
+                continue
+            per_asset: dict[str, float] = defaultdict(float)
+            for r in rows:
+                per_asset[r["asset"]] += float(r["pnl"])
+            table[f"rl ({label})" if is_rl else strategy] = per_asset
+        first = False
+    assets = sorted({a for v in table.values() for a in v})
+    fig, ax = plt.subplots(figsize=(9, 5))
+    width = 0.8 / max(1, len(assets))
+    for i, asset in enumerate(assets):
+        xs = [j + i * width for j in range(len(table))]
+        ax.bar(xs, [table[s].get(asset, 0.0) for s in table], width, label=asset)
+    ax.set_xticks([j + width * (len(assets) - 1) / 2 for j in range(len(table))])
+    ax.set_xticklabels(list(table), rotation=30, ha="right", fontsize=8)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_ylabel("net PnL ($)")
+    ax.set_title(f"Held-out net PnL by asset, --fill {fill}")
+    ax.legend()
+    path = out / f"pnl_by_asset_{fill}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_entropy(runs: dict[str, Path], reference: Path | None, out: Path) -> Path:
+    """Policy entropy per PPO update of each run's training, beside the reference project's logs."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, run_dir in runs.items():
+        values = [float(r["entropy"]) for r in training_updates(run_dir)]
+        ax.plot(values, label=f"ours: {label}")
+    if reference is not None:
+        for path in sorted(reference.glob("updates_*.csv")):
+            values = [float(r["entropy"]) for r in _rows(path) if r.get("entropy")]
+            ax.plot(values, linestyle="--", linewidth=1.0, label=f"reference {path.stem}")
+    ax.axhline(1.0986, color="grey", linewidth=0.8, linestyle=":", label="uniform over 3 actions (ln 3)")
+    ax.set_xlabel("PPO update")
+    ax.set_ylabel("policy entropy (nats)")
+    ax.set_title("Entropy over updates")
+    ax.legend(fontsize=8)
+    path = out / "entropy.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_training_equity(runs: dict[str, Path], out: Path) -> Path:
+    """Cumulative PnL over the training windows (stochastic policy, learning as it goes)."""
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for label, run_dir in runs.items():
+        ax.plot(_cumulative(training_window_pnls(run_dir)), label=label)
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xlabel("training window")
+    ax.set_ylabel("cumulative net PnL while training ($)")
+    ax.set_title("Training equity (--fill book)")
+    ax.legend(fontsize=8)
+    path = out / "training_equity.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", action="append", required=True, metavar="LABEL=DIR", help="a learning benchmark folder")
+    p.add_argument("--out", default="docs/img", help="folder for the PNG files")
+    p.add_argument("--reference", default=None, help="folder of the reference project's updates_*.csv")
+    p.add_argument("--fills", default="book,mid")
+    args = p.parse_args(argv)
+    runs = {}
+    for item in args.run:
+        label, _, folder = item.partition("=")
+        if not folder or not Path(folder).is_dir():
+            raise SystemExit(f"--run {item!r}: expected LABEL=DIR with an existing folder")
+        runs[label] = Path(folder)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [plot_entropy(runs, Path(args.reference) if args.reference else None, out), plot_training_equity(runs, out)]
+    for fill in [f for f in args.fills.split(",") if f]:
+        if any(eval_episodes(d, fill) for d in runs.values()):
+            written += [plot_equity(runs, fill, out), plot_pnl_by_asset(runs, fill, out)]
+    for path in written:
+        print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
