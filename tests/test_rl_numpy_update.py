@@ -1,0 +1,107 @@
+"""The numpy PPO step against MLX autograd: same gradients, same update, deterministic."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+from pathlib import Path
+
+import mlx.core as mx
+import mlx.nn as nn
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBatch
+
+FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+
+
+def _batch(n: int, seed: int, input_dim: int = 18) -> RolloutBatch:
+    """Random transitions whose stored log-probs are far enough off that some ratios fall outside the clip."""
+    rng = np.random.default_rng(seed)
+    return RolloutBatch(
+        features=rng.uniform(-1, 1, (n, input_dim)).astype(np.float32),
+        history=rng.uniform(-1, 1, (n, 5, input_dim)).astype(np.float32),
+        actions=rng.integers(0, 3, n).astype(np.int32),
+        log_probs=(np.log(1 / 3) + rng.normal(0, 0.3, n)).astype(np.float32),
+        values=rng.normal(0, 1, n).astype(np.float32),
+        rewards=rng.normal(0, 1, n),
+        advantages=rng.normal(0, 1, n).astype(np.float32),
+        returns=rng.normal(0, 1, n).astype(np.float32),
+    )
+
+
+def _phase5_agent(tmp_path: Path, config: PPOConfig | None = None) -> RLStrategy:
+    for name in ("rl_model.safetensors", "rl_model_stats.npz"):
+        shutil.copy(FIXTURES / "reference_phase5" / name, tmp_path / name)
+    return RLStrategy.from_checkpoint(tmp_path / "rl_model", config=config, seed=0)
+
+
+def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(tmp_path: Path) -> None:
+    agent = _phase5_agent(tmp_path)
+    batch = _batch(64, seed=1)
+    arrays = agent._arrays(batch)
+    ratio = np.exp(agent.evaluate(batch.features, batch.history)[0][np.arange(64), batch.actions]) / np.exp(
+        batch.log_probs
+    )
+    assert (np.abs(ratio - 1) > agent.config.clip_eps).sum() >= 5  # the clipped branch is exercised
+
+    loss_and_grad = nn.value_and_grad(agent.model, agent._loss_fn)
+    (_, parts), grads = loss_and_grad(agent.model, *(mx.array(a) for a in arrays))
+    expected = {k: np.array(v) for k, v in tree_flatten(grads)}
+
+    trainer = agent._numpy_ppo
+    trainer.load(agent.weights())
+    metrics = trainer.gradients(*arrays)
+    np.testing.assert_allclose(metrics, np.array(parts), rtol=1e-5, atol=1e-6)
+    assert set(trainer.param_views) == set(expected)
+    got = {k: trainer.grads[trainer.offsets[k]].reshape(v.shape) for k, v in expected.items()}
+    for name, grad in expected.items():
+        scale = max(float(np.abs(grad).max()), 1e-3)
+        np.testing.assert_allclose(got[name], grad, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
+
+
+@pytest.mark.parametrize("feature_set", ["standard", "extended"])
+def test_numpy_update_gives_the_weights_and_metrics_of_the_compiled_mlx_update(feature_set: str) -> None:
+    def trained(backend: str) -> tuple[dict[str, np.ndarray], dict]:
+        base = replace(PPOConfig(n_epochs=3, batch_size=64, update_backend=backend), feature_set=feature_set)
+        config = replace(base, input_dim=25 if feature_set == "extended" else 18)
+        agent = RLStrategy(config, seed=4)
+        metrics = {}
+        for i in range(2):  # the second update starts from the Adam moments of the first
+            metrics = agent.train_on_batch(_batch(200, seed=10 + i, input_dim=config.input_dim))
+        return agent.weights(), metrics
+
+    (mlx_weights, mlx_metrics), (np_weights, np_metrics) = trained("mlx"), trained("numpy")
+    start = RLStrategy(replace(PPOConfig(), feature_set=feature_set, input_dim=25 if feature_set == "extended" else 18), seed=4).weights()
+    for name, weight in mlx_weights.items():
+        moved = float(np.abs(weight - start[name]).max())
+        assert moved > 1e-5, name  # every tensor was trained
+        np.testing.assert_allclose(np_weights[name], weight, atol=max(1e-7, 1e-3 * moved), err_msg=name)
+    for key in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction"):
+        assert np_metrics[key] == pytest.approx(mlx_metrics[key], rel=1e-3, abs=1e-5), key
+
+
+def test_numpy_update_is_deterministic_for_a_seed_and_refreshes_the_decision_weights() -> None:
+    def run() -> tuple[RLStrategy, np.ndarray]:
+        agent = RLStrategy(PPOConfig(n_epochs=2), seed=9)
+        before = agent.evaluate_numpy(_batch(8, seed=3).features, _batch(8, seed=3).history)[0]
+        agent.train_on_batch(_batch(256, seed=2))
+        return agent, before
+
+    (first, before), (second, _) = run(), run()
+    for name, weight in first.weights().items():
+        np.testing.assert_array_equal(second.weights()[name], weight)
+    probe = _batch(8, seed=3)
+    probs, values = first.evaluate(probe.features, probe.history)
+    fast_probs, fast_values = first.evaluate_numpy(probe.features, probe.history)
+    np.testing.assert_allclose(fast_probs, probs, atol=1e-5)
+    np.testing.assert_allclose(fast_values, values, atol=1e-5)
+    assert np.abs(fast_probs - before).max() > 1e-4  # decisions use the updated weights
+
+
+def test_unknown_update_backend_is_refused() -> None:
+    agent = RLStrategy(PPOConfig(update_backend="torch"), seed=0)
+    with pytest.raises(ValueError, match="update_backend"):
+        agent.train_on_batch(_batch(64, seed=0))
