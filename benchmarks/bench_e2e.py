@@ -75,14 +75,16 @@ async def _monitor(engine: Engine, every: int, segments: list[Segment], t0: floa
 
 
 async def run_once(strategy_name: str, train: bool, windows: int, seed: int, every: int,
-                   assets: tuple[str, ...], log_dir: str | None) -> tuple[dict, list[Segment]]:
+                   assets: tuple[str, ...], log_dir: str | None, background_sim: bool = True,
+                   ) -> tuple[dict, list[Segment]]:
     """One engine run over `windows` simulated windows; returns its report and the segment snapshots."""
     strategy = create_strategy(strategy_name, seed=seed)
     cfg = EngineConfig(
         size=100.0, max_windows=windows, assets=assets, train=train, log_dir=log_dir,
         seed=seed, source_name="sim", strategy_name=strategy_name,
     )
-    engine = Engine(strategy, SimSource(seed, assets), VirtualClock(), MarketData(assets), cfg)
+    source = SimSource(seed, assets, background=background_sim)
+    engine = Engine(strategy, source, VirtualClock(), MarketData(assets), cfg)
     segments: list[Segment] = []
     t0 = time.perf_counter()
     monitor = asyncio.create_task(_monitor(engine, every, segments, t0))
@@ -90,6 +92,7 @@ async def run_once(strategy_name: str, train: bool, windows: int, seed: int, eve
         report = await engine.run()
     finally:
         monitor.cancel()
+        await source.close()
     stats = engine.stats
     if not segments or segments[-1].windows != stats.windows:
         segments.append(Segment(stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
@@ -120,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="runs (seeds seed, seed+1, ...); prints the median")
     parser.add_argument("--assets", default=",".join(ASSETS))
     parser.add_argument("--no-logs", action="store_true", help="skip the CSV logs (the CLI always writes them)")
+    parser.add_argument("--in-process-sim", action="store_true",
+                        help="generate the market in this process (SimSource background=False), one core only")
     args = parser.parse_args(argv)
     if args.train and args.strategy != "rl":
         parser.error("--train needs --strategy rl")
@@ -131,9 +136,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench_e2e_") as tmp:
             report, segments = asyncio.run(run_once(
                 args.strategy, args.train, args.windows, seed, args.every, assets,
-                None if args.no_logs else tmp,
+                None if args.no_logs else tmp, not args.in_process_sim,
             ))
-        print(f"{args.strategy} ({mode}) seed {seed}, {args.windows} windows:")
+        where = "in-process sim" if args.in_process_sim else "sim in a child process"
+        print(f"{args.strategy} ({mode}) seed {seed}, {args.windows} windows, {where}:")
         print_run(report, segments)
         rates.append(report["decisions_per_second"])
     if args.repeat > 1:

@@ -1,9 +1,22 @@
-"""`SimSource`: the simulator in-process, as a virtual-clock Source (no sockets, as fast as possible)."""
+"""`SimSource`: the simulator as a virtual-clock Source (no sockets, as fast as possible).
+
+`frames()` runs the simulator in a child process by default, so generating the market (about 40 % of
+a single-core `--speed max` run) overlaps with the engine on a second core; the frames are the same
+as `iter_frames()`, which always runs in-process.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import os
+import pickle
+import struct
+import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import BinaryIO
 
 from sim.faults import FaultSpec
 from sim.market import SimMarket
@@ -11,6 +24,13 @@ from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_FUTURES_MARKET, Frame
 
 WARMUP_KLINES = 120  # 1m bars of futures history before start_time (the features need 61)
 YIELD_EVERY = 512  # frames between cooperative yields to the event loop
+BATCH_FRAMES = 512  # frames per message from the simulator process (one pickle, one pipe write)
+_LENGTH = struct.Struct("<I")  # byte length before each pickled batch
+_PIPE_LIMIT = 1 << 20  # stream buffer: a couple of batches read ahead, no more
+
+
+class SimulatorFailed(RuntimeError):
+    """The simulator process stopped before the source was closed."""
 
 
 class SimSource:
@@ -19,16 +39,25 @@ class SimSource:
 
     virtual = True
 
-    def __init__(self, seed: int, assets: Sequence[str] = ASSETS, faults: FaultSpec | None = None) -> None:
+    def __init__(
+        self,
+        seed: int,
+        assets: Sequence[str] = ASSETS,
+        faults: FaultSpec | None = None,
+        background: bool = True,
+    ) -> None:
         self.market = SimMarket(seed, assets, faults)
+        self.background = background  # False: frames() generates in this process too
+        self._spec = (seed, tuple(assets), faults)
         self._closed = False
+        self._process: asyncio.subprocess.Process | None = None
 
     @property
     def start_time(self) -> int:
         return self.market.start_time
 
     def iter_frames(self) -> Iterator[Frame]:
-        """The same frames as `frames()`, synchronously (benchmarks and tests)."""
+        """The same frames as `frames()`, synchronously and in this process (benchmarks and tests)."""
         market = self.market
         t0 = float(market.start_time)
         for asset in market.assets:
@@ -44,12 +73,89 @@ class SimSource:
             yield Frame(ev.t, ev.feed, ev.msg)
 
     async def frames(self) -> AsyncIterator[Frame]:
-        for n, frame in enumerate(self.iter_frames(), 1):
-            if self._closed:
-                return
-            yield frame
-            if n % YIELD_EVERY == 0:
-                await asyncio.sleep(0)  # let other tasks (dashboard, signals) run between batches
+        if not self.background:
+            for n, frame in enumerate(self.iter_frames(), 1):
+                if self._closed:
+                    return
+                yield frame
+                if n % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let other tasks (dashboard, signals) run between batches
+            return
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "sim.source", *self._worker_args(),
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=_worker_env(),
+            limit=_PIPE_LIMIT,
+        )  # fmt: skip
+        self._process = process
+        assert process.stdout is not None
+        try:
+            while not self._closed:
+                try:
+                    size = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))[0]
+                    blob = await process.stdout.readexactly(size)
+                except asyncio.IncompleteReadError:
+                    if self._closed:
+                        return
+                    code = await process.wait()
+                    raise SimulatorFailed(f"the simulator process ended (exit code {code})") from None
+                batch = pickle.loads(blob)
+                if isinstance(batch, str):
+                    raise SimulatorFailed(f"the simulator process failed: {batch}")
+                for t, feed, msg in batch:
+                    if self._closed:
+                        return
+                    yield Frame(t, feed, msg)
+        finally:
+            await self._stop_process()
+
+    def _worker_args(self) -> list[str]:
+        seed, assets, faults = self._spec
+        spec = ",".join(f"{f.name}={getattr(faults, f.name)!r}" for f in fields(FaultSpec)) if faults else ""
+        return ["--seed", str(seed), "--assets", ",".join(assets), "--faults", spec]
+
+    async def _stop_process(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.returncode is None:
+            process.kill()
+            await process.wait()
 
     async def close(self) -> None:
         self._closed = True
+        await self._stop_process()
+
+
+def _worker_env() -> dict[str, str]:
+    """This environment with the repository first on the path, wherever the parent was started from."""
+    env = dict(os.environ)
+    root = str(Path(__file__).resolve().parent.parent)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _produce(out: BinaryIO, seed: int, assets: tuple[str, ...], faults: FaultSpec | None) -> None:
+    """The simulator process: length-prefixed pickled batches of (t, feed, msg) until the reader goes away."""
+    try:
+        batch: list[tuple[float, str, str]] = []
+        for frame in SimSource(seed, assets, faults, background=False).iter_frames():
+            batch.append((frame.t, frame.feed, frame.msg))
+            if len(batch) == BATCH_FRAMES:
+                blob = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
+                out.write(_LENGTH.pack(len(blob)) + blob)
+                out.flush()
+                batch = []
+    except (BrokenPipeError, KeyboardInterrupt):
+        return  # the engine closed the source or exited
+    except Exception as exc:  # shown to the engine as SimulatorFailed
+        blob = pickle.dumps(f"{type(exc).__name__}: {exc}")
+        out.write(_LENGTH.pack(len(blob)) + blob)
+        out.flush()
+
+
+if __name__ == "__main__":
+    _parser = argparse.ArgumentParser(description="SimSource's simulator process (started by SimSource.frames)")
+    _parser.add_argument("--seed", type=int, required=True)
+    _parser.add_argument("--assets", required=True)
+    _parser.add_argument("--faults", default="")
+    _args = _parser.parse_args()
+    _produce(sys.stdout.buffer, _args.seed, tuple(_args.assets.split(",")),
+             FaultSpec.parse(_args.faults) if _args.faults else None)

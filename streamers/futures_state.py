@@ -55,16 +55,18 @@ class _FlowWindows(NamedTuple):
 class _SecondBuckets:
     """Taker buy volume, sell volume and trade count per whole second of frame time, for the last `n` s."""
 
-    __slots__ = ("buy", "count", "n", "sell", "stamp")
+    __slots__ = ("adds", "buy", "count", "n", "sell", "stamp")
 
     def __init__(self, n: int) -> None:
         self.n = n
+        self.adds = 0  # trades added so far: with the current second, it says when the windows moved
         self.stamp = [-1] * n
         self.buy = [0.0] * n
         self.sell = [0.0] * n
         self.count = [0] * n
 
     def add(self, t: float, qty: float, is_sell: bool) -> None:
+        self.adds += 1
         sec = int(t)
         i = sec % self.n
         stamp = self.stamp[i]
@@ -84,27 +86,37 @@ class _SecondBuckets:
         """The 60 s, last-10 s and previous-10 s windows ending at `now`'s second, in one pass over the ring.
 
         Each sum runs oldest second first from 0.0, the order a per-window scan would add in."""
-        buy60 = sell60 = buy10 = sell10 = buy_prev = sell_prev = 0.0
-        count10 = 0
         top = int(now)
-        recent = top - INTENSITY_WINDOW_S  # seconds after this are the last 10
-        previous = recent - INTENSITY_WINDOW_S  # seconds after this (up to `recent`) the 10 before
+        recent = top - INTENSITY_WINDOW_S + 1  # first second of the last 10
+        previous = recent - INTENSITY_WINDOW_S  # first second of the 10 before
         n, stamps, buys, sells, counts = self.n, self.stamp, self.buy, self.sell, self.count
-        for sec in range(top - FLOW_WINDOW_S + 1, top + 1):
+        buy = sell = 0.0
+        for sec in range(top - FLOW_WINDOW_S + 1, previous):
             i = sec % n
-            if stamps[i] != sec:
-                continue
-            b, s = buys[i], sells[i]
-            buy60 += b
-            sell60 += s
-            if sec > recent:
+            if stamps[i] == sec:
+                buy += buys[i]
+                sell += sells[i]
+        buy_prev = sell_prev = 0.0
+        for sec in range(previous, recent):
+            i = sec % n
+            if stamps[i] == sec:
+                b, s = buys[i], sells[i]
+                buy += b
+                sell += s
+                buy_prev += b
+                sell_prev += s
+        buy10 = sell10 = 0.0
+        count10 = 0
+        for sec in range(recent, top + 1):
+            i = sec % n
+            if stamps[i] == sec:
+                b, s = buys[i], sells[i]
+                buy += b
+                sell += s
                 buy10 += b
                 sell10 += s
                 count10 += counts[i]
-            elif sec > previous:
-                buy_prev += b
-                sell_prev += s
-        return _FlowWindows(buy60, sell60, buy10, sell10, count10, buy_prev, sell_prev)
+        return _FlowWindows(buy, sell, buy10, sell10, count10, buy_prev, sell_prev)
 
 
 def _close_time(bar: tuple[float, float]) -> float:
@@ -149,8 +161,7 @@ class FuturesState:
         self._last_large_at = -math.inf
         self._bars: deque[tuple[float, float]] = deque(maxlen=BARS_KEPT)  # (close_time, close), oldest first
         self._vol_key: float | None = None
-        self._version = 0  # bumped by every apply: derived values cached for one version stay valid
-        self._flow_version = -1
+        self._flow_key = (-1, -1)  # (second, trades added) the cached flow windows were computed for
         self._flow_cache = _FlowWindows(0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
         self._vol_short = 0.0
         self._vol_long = 0.0
@@ -160,7 +171,6 @@ class FuturesState:
     def apply(self, update: FuturesUpdate, t: float) -> None:
         """Fold one parsed futures update received at frame time `t` into the state."""
         self.updated_at = t
-        self._version += 1
         if type(update) is AggTrade:  # the hot path first
             self._trade(update, t)
         elif isinstance(update, DepthSnapshot):
@@ -244,10 +254,11 @@ class FuturesState:
         return self._return_over(60)
 
     def _flow_windows(self) -> _FlowWindows:
-        # the engine reads several flow values per market per tick: scan the ring once per update
-        if self._flow_version != self._version:
+        # several flow values are read per market per tick: scan the ring once per second and trade
+        key = (int(self.updated_at), self._flow.adds)
+        if key != self._flow_key:
             self._flow_cache = self._flow.windows(self.updated_at)
-            self._flow_version = self._version
+            self._flow_key = key
         return self._flow_cache
 
     @property
