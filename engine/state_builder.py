@@ -55,9 +55,7 @@ class IndexVol:
         return math.sqrt(max(0.0, self._sum_sq) / (n * self.tick_seconds))
 
 
-def _imbalance(bids: list[tuple[float, float]], asks: list[tuple[float, float]], depth: int) -> float:
-    b = sum(size for _, size in bids[:depth])
-    a = sum(size for _, size in asks[:depth])
+def _imbalance(b: float, a: float) -> float:
     total = a + b
     return 0.0 if total <= 0.0 else (b - a) / total
 
@@ -116,8 +114,8 @@ def build_state(
         returns_1m=futures.returns_1m,
         returns_5m=futures.returns_5m,
         returns_10m=futures.returns_10m,
-        order_book_imbalance_l1=_imbalance(bids, asks, 1),
-        order_book_imbalance_l5=_imbalance(bids, asks, 5),
+        order_book_imbalance_l1=_imbalance(bids[0][1] if bids else 0.0, asks[0][1] if asks else 0.0),
+        order_book_imbalance_l5=_imbalance(sum([s for _, s in bids[:5]]), sum([s for _, s in asks[:5]])),
         trade_flow_imbalance=futures.trade_flow_imbalance,
         cvd_acceleration=futures.cvd_acceleration,
         spread=max(0.0, best_ask - best_bid),

@@ -119,10 +119,6 @@ class _SecondBuckets:
         return _FlowWindows(buy, sell, buy10, sell10, count10, buy_prev, sell_prev)
 
 
-def _close_time(bar: tuple[float, float]) -> float:
-    return bar[0]
-
-
 def _std(xs: list[float]) -> float:
     n = len(xs)
     if n < 2:
@@ -160,6 +156,7 @@ class FuturesState:
         self._trades_since_refresh = 0
         self._last_large_at = -math.inf
         self._bars: deque[tuple[float, float]] = deque(maxlen=BARS_KEPT)  # (close_time, close), oldest first
+        self._bar_times: deque[float] = deque(maxlen=BARS_KEPT)  # the same close times, for a plain bisect
         self._vol_key: float | None = None
         self._flow_key = (-1, -1)  # (second, trades added) the cached flow windows were computed for
         self._flow_cache = _FlowWindows(0.0, 0.0, 0.0, 0.0, 0, 0.0, 0.0)
@@ -222,6 +219,7 @@ class FuturesState:
         if self._bars and close_time <= self._bars[-1][0]:
             return  # already known (warm-up and stream overlap)
         self._bars.append((close_time, close))
+        self._bar_times.append(close_time)
 
     # ---- derived values (as of `updated_at`) -------------------------------------------------
 
@@ -230,11 +228,10 @@ class FuturesState:
         if self.last_price is None:
             return 0.0
         cutoff = self.updated_at - 60.0 * minutes
-        bars = self._bars
-        i = bisect_right(bars, cutoff, key=_close_time)  # close times strictly increase (see _add_bar)
+        i = bisect_right(self._bar_times, cutoff)  # close times strictly increase (see _add_bar)
         if not i:
             return 0.0
-        close = bars[i - 1][1]
+        close = self._bars[i - 1][1]
         return self.last_price / close - 1.0 if close > 0.0 else 0.0
 
     @property
