@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import IntEnum
@@ -179,13 +180,35 @@ class MarketState:
         return np.clip(raw, -1.0, 1.0, out=raw)
 
 
+# The standard features as one row of raw fields (spread then prob last), and the factors that
+# `to_features` multiplies and divides by; x * 1.0 and x / 1.0 are exact, so the results are identical.
+_RAW_FIELDS = operator.attrgetter(
+    "returns_1m", "returns_5m", "returns_10m", "order_book_imbalance_l1", "order_book_imbalance_l5",
+    "trade_flow_imbalance", "cvd_acceleration", "spread", "trade_intensity", "large_trade_flag", "vol_5m",
+    "vol_expansion", "has_position", "position_side", "position_pnl", "time_remaining", "vol_regime",
+    "trend_regime", "prob",
+)  # fmt: skip
+_MULTIPLY = np.array([50.0, 50.0, 50.0, 1, 1, 1, 10.0, 20.0, 1, 1, 20.0, 1, 1, 1, 1, 1, 1, 1])
+_DIVIDE = np.array([1, 1, 1, 1, 1, 1, 1, 1, 10.0, 1, 1, 1, 1, 1, 50.0, 1, 1, 1], dtype=np.float64)
+
+
 def features_matrix(states: Sequence[MarketState], feature_set: str = "standard") -> np.ndarray:
-    """Stack the scaled features of several markets into a float32 (N, 18) array, (N, 25) if extended."""
+    """Stack the scaled features of several markets into a float32 (N, 18) array, (N, 25) if extended.
+
+    The standard set is computed for all markets at once, equal bit for bit to stacking `to_features()`
+    (a decision tick spent ~40 µs in the per-market version).
+    """
     if not states:
         return np.zeros((0, len(FEATURE_SETS[feature_set])), dtype=np.float32)
     if feature_set == "extended":
         return np.stack([s.to_extended_features() for s in states])
-    return np.stack([s.to_features() for s in states])
+    raw = np.array([_RAW_FIELDS(s) for s in states], dtype=np.float64)
+    prob = raw[:, 18]
+    raw[:, 7] /= np.where(prob > 0.01, prob, 0.01)  # spread_pct: spread / max(0.01, prob)
+    out = (raw[:, :18] * _MULTIPLY / _DIVIDE).astype(np.float32)
+    np.clip(out, -1.0, 1.0, out=out)  # infinities become +-1 as nan_to_num would make them
+    out[np.isnan(out)] = 0.0
+    return out
 
 
 class Strategy:

@@ -36,6 +36,7 @@ from strategies.base import (
 
 FEATURE_SET = FEATURE_SET_IDS["standard"]  # the published 18 features and scales (Phase 5); bump when they change
 NUM_ACTIONS = len(Action)
+_ACTIONS = tuple(Action)  # index -> Action without constructing one per decision
 MAX_TRACKED_MARKETS = 64  # markets never ended (engine dropped them) are forgotten past this many
 _ARCH_FIELDS = ("input_dim", "hidden_size", "critic_hidden_size", "history_len", "temporal_dim", "temporal_hidden")
 
@@ -148,44 +149,81 @@ class ActorCritic(nn.Module):
         self.critic = TemporalMLP(config, config.critic_hidden_size, 1)
 
 
-class _NumpyLayerNorm:
-    """mlx.nn.LayerNorm (eps 1e-5) in numpy; row means as a matmul, cheaper than .mean() on tiny arrays."""
-
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, eps: float = 1e-5) -> None:
-        self.weight, self.bias, self.eps = weight, bias, np.float32(eps)
-        self.average = np.full((len(weight), 1), 1.0 / len(weight), dtype=np.float32)
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        centered = x - x @ self.average
-        return centered / np.sqrt((centered * centered) @ self.average + self.eps) * self.weight + self.bias
+_LN_EPS = np.float32(1e-5)  # mlx.nn.LayerNorm's default
 
 
-class _NumpyTower:
-    """A TemporalMLP's weights as numpy arrays (matrices pre-transposed) for sub-100 µs decisions."""
+def _block_diagonal(*blocks: np.ndarray) -> np.ndarray:
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), dtype=np.float64)
+    row = col = 0
+    for block in blocks:
+        out[row : row + block.shape[0], col : col + block.shape[1]] = block
+        row, col = row + block.shape[0], col + block.shape[1]
+    return out
 
-    def __init__(self, params: dict[str, np.ndarray], prefix: str) -> None:
-        def get(name: str) -> np.ndarray:
-            return params[prefix + name]
 
-        self.t_w1, self.t_b1 = get("temporal_encoder.fc1.weight").T.copy(), get("temporal_encoder.fc1.bias")
-        self.t_ln1 = _NumpyLayerNorm(get("temporal_encoder.ln1.weight"), get("temporal_encoder.ln1.bias"))
-        self.t_w2, self.t_b2 = get("temporal_encoder.fc2.weight").T.copy(), get("temporal_encoder.fc2.bias")
-        self.t_ln2 = _NumpyLayerNorm(get("temporal_encoder.ln2.weight"), get("temporal_encoder.ln2.bias"))
-        w1 = get("fc1.weight").T
-        n_features = w1.shape[0] - self.t_w2.shape[1]
-        # fc1 split in two so the concatenation [features, temporal] becomes two matmuls
-        self.w1_features, self.w1_temporal, self.b1 = w1[:n_features].copy(), w1[n_features:].copy(), get("fc1.bias")
-        self.ln1 = _NumpyLayerNorm(get("ln1.weight"), get("ln1.bias"))
-        self.w2, self.b2 = get("fc2.weight").T.copy(), get("fc2.bias")
-        self.ln2 = _NumpyLayerNorm(get("ln2.weight"), get("ln2.bias"))
-        self.w3, self.b3 = get("fc3.weight").T.copy(), get("fc3.bias")
+class _DecisionNetwork:
+    """Actor and critic side by side as one numpy network, for sub-100 µs decisions of a few markets.
+
+    Each layer is one matmul with block weights ([actor | critic] columns), so one call serves both
+    towers; LayerNorm's mean subtraction is folded into those weights (x W C + b C, C = I - segment
+    mean), which holds until the next update rebuilds this. Output columns: 3 logits, then the value.
+    """
+
+    def __init__(self, params: dict[str, np.ndarray], input_dim: int) -> None:
+        def get(tower: str, name: str) -> np.ndarray:
+            return params[f"{tower}.{name}"].astype(np.float64)
+
+        def linear(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            return get("actor", name + ".weight").T, get("critic", name + ".weight").T, get("actor", name + ".bias"), get("critic", name + ".bias")
+
+        t1a, t1c, t1ba, t1bc = linear("temporal_encoder.fc1")
+        t2a, t2c, t2ba, t2bc = linear("temporal_encoder.fc2")
+        f1a, f1c, f1ba, f1bc = linear("fc1")
+        f2a, f2c, f2ba, f2bc = linear("fc2")
+        f3a, f3c, f3ba, f3bc = linear("fc3")
+        # fc1 sees [features, actor temporal, critic temporal]: features feed both, each temporal part its own
+        fc1 = np.vstack([np.hstack([f1a[:input_dim], f1c[:input_dim]]), _block_diagonal(f1a[input_dim:], f1c[input_dim:])])
+        layers = [
+            (np.hstack([t1a, t1c]), np.concatenate([t1ba, t1bc]), "temporal_encoder.ln1"),
+            (_block_diagonal(t2a, t2c), np.concatenate([t2ba, t2bc]), "temporal_encoder.ln2"),
+            (fc1, np.concatenate([f1ba, f1bc]), "ln1"),
+            (_block_diagonal(f2a, f2c), np.concatenate([f2ba, f2bc]), "ln2"),
+        ]
+        self.layers: list[tuple[np.ndarray, ...]] = []
+        for weight, bias, norm in layers:
+            half = len(get("actor", norm + ".weight"))
+            average = _block_diagonal(np.full((half, half), 1.0 / half), np.full((bias.size - half,) * 2, 1.0 / (bias.size - half)))
+            centering = np.eye(len(average)) - average
+            ln_weight = np.concatenate([get("actor", norm + ".weight"), get("critic", norm + ".weight")])
+            ln_bias = np.concatenate([get("actor", norm + ".bias"), get("critic", norm + ".bias")])
+            self.layers.append(
+                tuple(a.astype(np.float32) for a in (weight @ centering, bias @ centering, average, ln_weight, ln_bias))
+            )
+        self.out_weight = _block_diagonal(f3a, f3c).astype(np.float32)
+        self.out_bias = np.concatenate([f3ba, f3bc]).astype(np.float32)
+        self._rows: dict[int, list[np.ndarray]] = {}  # per batch size: the row vectors tiled to full shape
+
+    def _tiled(self, n: int) -> list[np.ndarray]:
+        """Bias and LayerNorm vectors repeated for n rows: a same-shape add costs half a broadcasting one."""
+        tiled = self._rows.get(n)
+        if tiled is None:
+            if len(self._rows) >= 16:  # bounded: batch sizes seen are few (the number of live markets)
+                self._rows.clear()
+            vectors = [v for _, bias, _, w, b in self.layers for v in (bias, w, b)] + [self.out_bias]
+            tiled = self._rows[n] = [np.tile(v, (n, 1)) for v in vectors]
+        return tiled
 
     def __call__(self, features: np.ndarray, history_flat: np.ndarray) -> np.ndarray:
-        z = np.tanh(self.t_ln1(history_flat @ self.t_w1 + self.t_b1))
-        z = np.tanh(self.t_ln2(z @ self.t_w2 + self.t_b2))
-        x = np.tanh(self.ln1(features @ self.w1_features + z @ self.w1_temporal + self.b1))
-        x = np.tanh(self.ln2(x @ self.w2 + self.b2))
-        return x @ self.w3 + self.b3
+        """(N, 4): the actor's 3 logits and the critic's value."""
+        tiled = self._tiled(len(features))
+        x = history_flat
+        for i, (weight, _, average, _, _) in enumerate(self.layers):
+            if i == 2:
+                x = np.concatenate([features, x], axis=1)
+            bias, ln_weight, ln_bias = tiled[3 * i : 3 * i + 3]
+            centered = np.dot(x, weight) + bias  # np.dot: less call overhead than @ on 2-D arrays
+            x = np.tanh(centered / np.sqrt(np.dot(centered * centered, average) + _LN_EPS) * ln_weight + ln_bias)
+        return np.dot(x, self.out_weight) + tiled[-1]
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -199,7 +237,6 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
 # element by element; a 64-row update step spent ~60 % of its time in that sgemm alone, so MLX could
 # not get under ~150 ms per update here, while numpy's OpenBLAS does the same step in well under 1 ms.
 
-_LN_EPS = np.float32(1e-5)  # mlx.nn.LayerNorm's default
 _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8  # mlx.optimizers.Adam's defaults (no bias correction)
 _LINEARS = ("temporal_encoder.fc1", "temporal_encoder.fc2", "fc1", "fc2", "fc3")
 _NORMS = ("temporal_encoder.ln1", "temporal_encoder.ln2", "ln1", "ln2")
@@ -620,8 +657,7 @@ class RLStrategy(Strategy):
 
     def _refresh_numpy(self) -> None:
         params = {k: np.array(v) for k, v in tree_flatten(self.model.parameters())}
-        self._np_actor = _NumpyTower(params, "actor.")
-        self._np_critic = _NumpyTower(params, "critic.")
+        self._decide = _DecisionNetwork(params, self.config.input_dim)
 
     def evaluate(self, features: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Policy probabilities (N, 3) and values (N,) from the MLX networks.
@@ -639,8 +675,8 @@ class RLStrategy(Strategy):
     def evaluate_numpy(self, features: np.ndarray, history: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Same as `evaluate` through the numpy copy of the weights (what `act_batch` uses)."""
         h = np.asarray(history, dtype=np.float32).reshape(len(features), -1)
-        probs = _softmax(self._np_actor(features, h))
-        return probs, self._np_critic(features, h)[:, 0]
+        out = self._decide(features, h)
+        return _softmax(out[:, :NUM_ACTIONS]), out[:, NUM_ACTIONS]
 
     # --- Strategy contract --------------------------------------------------------------------------
 
@@ -665,21 +701,24 @@ class RLStrategy(Strategy):
     def act_batch(self, states: Sequence[MarketState]) -> list[Action]:
         if not states:
             return []
+        n = len(states)
         features = features_matrix(states, self.config.feature_set)
         history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
-        flat = history.reshape(len(states), -1)
-        probs = _softmax(self._np_actor(features, flat))
+        out = self._decide(features, history.reshape(n, -1))
         if not self.training:
-            return [Action(int(a)) for a in probs.argmax(axis=1)]
-        values = self._np_critic(features, flat)[:, 0]
-        # inverse-CDF sampling, one uniform per market
-        picks = (self._rng.random((len(states), 1)) > np.cumsum(probs, axis=1)).sum(axis=1)
+            return [_ACTIONS[a] for a in out[:, :NUM_ACTIONS].argmax(axis=1).tolist()]  # softmax keeps the order
+        logits = out[:, :NUM_ACTIONS]
+        weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+        cumulative = np.cumsum(weights, axis=1)
+        # inverse-CDF sampling, one uniform per market, on the unnormalised cumulative weights
+        picks = (self._rng.random((n, 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
         actions = np.minimum(picks, NUM_ACTIONS - 1)
-        for i, state in enumerate(states):
-            a = int(actions[i])
-            step = Step(features[i], history[i], a, float(np.log(max(probs[i, a], 1e-12))), float(values[i]))
-            self.buffer.start(state.market_id, step)
-        return [Action(int(a)) for a in actions]
+        log_probs = np.log(np.maximum(weights[np.arange(n), actions] / cumulative[:, -1], 1e-12))
+        for state, f, h, a, log_prob, value in zip(
+            states, features, history, actions.tolist(), log_probs.tolist(), out[:, NUM_ACTIONS].tolist(), strict=True
+        ):
+            self.buffer.start(state.market_id, Step(f, h, a, log_prob, value))
+        return [_ACTIONS[a] for a in actions.tolist()]
 
     def record(self, market_id: str, reward: float) -> None:
         if self.buffer.complete(market_id, reward):

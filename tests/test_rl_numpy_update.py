@@ -74,7 +74,10 @@ def test_numpy_update_gives_the_weights_and_metrics_of_the_compiled_mlx_update(f
         return agent.weights(), metrics
 
     (mlx_weights, mlx_metrics), (np_weights, np_metrics) = trained("mlx"), trained("numpy")
-    start = RLStrategy(replace(PPOConfig(), feature_set=feature_set, input_dim=25 if feature_set == "extended" else 18), seed=4).weights()
+    start = RLStrategy(
+        replace(PPOConfig(), feature_set=feature_set, input_dim=25 if feature_set == "extended" else 18),
+        seed=4,
+    ).weights()
     for name, weight in mlx_weights.items():
         moved = float(np.abs(weight - start[name]).max())
         assert moved > 1e-5, name  # every tensor was trained
