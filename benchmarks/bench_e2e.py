@@ -51,6 +51,22 @@ def current_rss_mb() -> float:
         return 0.0
 
 
+def process_rss_mb(pid: int | None) -> tuple[float, float]:
+    """(peak, current) resident set of another process from /proc/PID/status; zeros when unknown."""
+    if pid is None:
+        return 0.0, 0.0
+    values = {}
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                if key in ("VmHWM", "VmRSS"):
+                    values[key] = int(rest.split()[0]) / 1024.0
+    except OSError:
+        return 0.0, 0.0
+    return values.get("VmHWM", 0.0), values.get("VmRSS", 0.0)
+
+
 @dataclass(frozen=True)
 class Segment:
     windows: int  # windows resolved when the snapshot was taken
@@ -59,19 +75,23 @@ class Segment:
     updates: int
     peak_rss_mb: float
     rss_mb: float
+    sim_peak_rss_mb: float = 0.0  # the simulator process (0 with the in-process simulator)
+    sim_rss_mb: float = 0.0
 
 
-async def _monitor(engine: Engine, every: int, segments: list[Segment], t0: float) -> None:
+def _snapshot(engine: Engine, source: SimSource, t0: float) -> Segment:
+    stats = engine.stats
+    return Segment(stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
+                   peak_rss_mb(), current_rss_mb(), *process_rss_mb(source.pid))
+
+
+async def _monitor(engine: Engine, source: SimSource, every: int, segments: list[Segment], t0: float) -> None:
     """Snapshot stats and RSS each time another `every` windows have resolved."""
     next_mark = every
     while True:
-        stats = engine.stats
-        if stats.windows >= next_mark:
-            segments.append(Segment(
-                stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
-                peak_rss_mb(), current_rss_mb(),
-            ))
-            next_mark = (stats.windows // every + 1) * every
+        if engine.stats.windows >= next_mark:
+            segments.append(_snapshot(engine, source, t0))
+            next_mark = (engine.stats.windows // every + 1) * every
         await asyncio.sleep(_POLL_S)
 
 
@@ -88,16 +108,14 @@ async def run_once(strategy_name: str, train: bool, windows: int, seed: int, eve
     engine = Engine(strategy, source, VirtualClock(), MarketData(assets), cfg)
     segments: list[Segment] = []
     t0 = time.perf_counter()
-    monitor = asyncio.create_task(_monitor(engine, every, segments, t0))
+    monitor = asyncio.create_task(_monitor(engine, source, every, segments, t0))
     try:
         report = await engine.run()
+        if not segments or segments[-1].windows != engine.stats.windows:
+            segments.append(_snapshot(engine, source, t0))
     finally:
         monitor.cancel()
         await source.close()
-    stats = engine.stats
-    if not segments or segments[-1].windows != stats.windows:
-        segments.append(Segment(stats.windows, time.perf_counter() - t0, stats.decisions, stats.updates,
-                                peak_rss_mb(), current_rss_mb()))
     return report, segments
 
 
@@ -110,7 +128,8 @@ def print_run(report: dict, segments: list[Segment]) -> None:
         wall = max(1e-9, s.wall_s - prev.wall_s)
         print(f"  windows {prev.windows + 1:>3}-{s.windows:<3} {(s.decisions - prev.decisions) / wall:>8,.0f} decisions/s"
               f"  ({s.updates - prev.updates} updates, {wall:.2f} s)"
-              f"  RSS peak {s.peak_rss_mb:.0f} MB, now {s.rss_mb:.0f} MB")
+              f"  RSS peak {s.peak_rss_mb:.0f} MB, now {s.rss_mb:.0f} MB"
+              + (f"; sim process peak {s.sim_peak_rss_mb:.0f} MB, now {s.sim_rss_mb:.0f} MB" if s.sim_rss_mb else ""))
         prev = s
 
 

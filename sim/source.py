@@ -56,6 +56,11 @@ class SimSource:
     def start_time(self) -> int:
         return self.market.start_time
 
+    @property
+    def pid(self) -> int | None:
+        """The simulator process while `frames()` runs one (for monitoring its memory), else None."""
+        return self._process.pid if self._process is not None else None
+
     def iter_frames(self) -> Iterator[Frame]:
         """The same frames as `frames()`, synchronously and in this process (benchmarks and tests)."""
         market = self.market
