@@ -55,8 +55,8 @@ def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(t
     trainer.load(agent.weights())
     metrics = trainer.gradients(*arrays)
     np.testing.assert_allclose(metrics, np.array(parts), rtol=1e-5, atol=1e-6)
-    assert set(trainer.param_views) == set(expected)
-    got = {k: trainer.grads[trainer.offsets[k]].reshape(v.shape) for k, v in expected.items()}
+    assert set(trainer.net.places) == set(expected)
+    got = {k: trainer.grad(k) for k in expected}
     for name, grad in expected.items():
         scale = max(float(np.abs(grad).max()), 1e-3)
         np.testing.assert_allclose(got[name], grad, rtol=1e-4, atol=1e-5 * scale, err_msg=name)
