@@ -10,6 +10,7 @@ Reward normalisation: running mean/std of the realized (non-zero) rewards only; 
 from __future__ import annotations
 
 import ctypes
+import gc
 import math
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -292,30 +293,38 @@ class _SideBySide:
             e = np.zeros((2, wa + wc), dtype=np.float32)
             e[0, :wa], e[1, wa:] = 1.0, 1.0
             self.segments.append((s, e, wa))
+        # per LayerNorm, the stacked (actor + critic) scale, shift and their gradients, looked up once
+        self.norms = [
+            (self.p[n + ".weight"][2], self.p[n + ".bias"][2], self.g[n + ".weight"][2], self.g[n + ".bias"][2])
+            for n in _NORMS
+        ]
         self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per LayerNorm: (xhat, 1/std, tanh)
         self._inputs: tuple[np.ndarray, ...] = ()
 
     def _norm_tanh(self, a: np.ndarray, i: int) -> np.ndarray:
         s, e, _ = self.segments[i]
+        weight, bias, _, _ = self.norms[i]
         dot = np.dot  # less call overhead than @ for these small 2-D products
         centered = a - dot(dot(a, s), e)
         inv_std = dot((dot(centered * centered, s) + _LN_EPS) ** -0.5, e)
         xhat = centered * inv_std
-        h = np.tanh(xhat * self.p[_NORMS[i] + ".weight"][2] + self.p[_NORMS[i] + ".bias"][2])
+        h = np.tanh(xhat * weight + bias)
         self._cache.append((xhat, inv_std, h))
         return h
 
     def _norm_tanh_backward(self, dh: np.ndarray, i: int) -> np.ndarray:
         s, e, _ = self.segments[i]
+        weight, _, grad_weight, grad_bias = self.norms[i]
         xhat, inv_std, h = self._cache[i]
         dy = dh * (1.0 - h * h)
         dy_xhat = dy * xhat
         ones = np.ones(len(dy), dtype=np.float32)
-        np.matmul(ones, dy_xhat, out=self.g[_NORMS[i] + ".weight"][2])  # column sums as a matvec: cheaper
-        np.matmul(ones, dy, out=self.g[_NORMS[i] + ".bias"][2])
-        dxhat = dy * self.p[_NORMS[i] + ".weight"][2]
+        np.matmul(ones, dy_xhat, out=grad_weight)  # column sums as a matvec: cheaper than .sum(axis=0)
+        np.matmul(ones, dy, out=grad_bias)
+        # d xhat = dy * weight; its segment means through (weight x S), so dxhat * xhat is never formed
+        ws = weight[:, None] * s
         dot = np.dot
-        return inv_std * (dxhat - dot(dot(dxhat, s), e) - xhat * dot(dot(dxhat * xhat, s), e))
+        return inv_std * (dy * weight - dot(dot(dy, ws), e) - xhat * dot(dot(dy_xhat, ws), e))
 
     def forward(self, features: np.ndarray, history_flat: np.ndarray) -> np.ndarray:
         """(N, 4): the actor's 3 logits, then the critic's value."""
@@ -406,6 +415,19 @@ def _one_blas_thread() -> Iterator[None]:
         _openblas_threads_local(previous)
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """No cyclic garbage collection inside an update: its passes cost a few % of the steps and the
+    update creates no reference cycles (the collector runs again right after)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _NumpyPPO:
     """The PPO minibatch step (loss_fn, global-norm clipping per network, MLX's Adam) on flat float32 vectors.
 
@@ -417,7 +439,8 @@ class _NumpyPPO:
         self.net = _SideBySide(shapes, config)
         self.m = np.zeros_like(self.net.params)
         self.v = np.zeros_like(self.net.params)
-        self.lr = np.where(self.net.actor_mask == 1.0, config.actor_lr, config.critic_lr).astype(np.float32)
+        lr = np.where(self.net.actor_mask == 1.0, config.actor_lr, config.critic_lr)
+        self._lr_m = ((1 - _ADAM_BETA1) * lr).astype(np.float32)  # m holds lr x the first moment
         self._scratch = np.empty_like(self.net.params)
 
     def load(self, weights: dict[str, np.ndarray]) -> None:
@@ -491,21 +514,22 @@ class _NumpyPPO:
     def _clip_and_apply(self) -> None:
         g, m, v, tmp, actor = self.net.grads, self.m, self.v, self._scratch, self.net.actor_mask
         np.multiply(g, g, out=tmp)
-        actor_sq = float(tmp @ actor)
+        actor_sq = float(np.dot(tmp, actor))
         critic_sq = float(tmp.sum()) - actor_sq
         scales = [min(self.config.max_grad_norm / (math.sqrt(max(sq, 0.0)) + 1e-6), 1.0) for sq in (actor_sq, critic_sq)]
-        if scales != [1.0, 1.0]:
-            g *= scales[1] + (scales[0] - scales[1]) * actor  # each network by its own global norm
+        if scales != [1.0, 1.0]:  # each network by its own global norm
+            scale = np.where(actor == 1.0, np.float32(scales[0]), np.float32(scales[1]))
+            g *= scale
+            tmp *= scale * scale
+        # Adam as mlx.optimizers.Adam; m is kept multiplied by the learning rate (saves a pass per step)
         m *= _ADAM_BETA1
-        m += (1 - _ADAM_BETA1) * g
+        m += self._lr_m * g
         v *= _ADAM_BETA2
-        np.multiply(g, g, out=tmp)
         tmp *= 1 - _ADAM_BETA2
         v += tmp
         np.sqrt(v, out=tmp)
         tmp += _ADAM_EPS
         np.divide(m, tmp, out=tmp)
-        tmp *= self.lr
         self.net.params -= tmp
 
 
@@ -925,7 +949,7 @@ class RLStrategy(Strategy):
         n = len(batch.actions)
         sums = np.zeros(5)
         steps = 0
-        with _one_blas_thread():
+        with _one_blas_thread(), _gc_paused():
             for _ in range(cfg.n_epochs):
                 order = self._rng.permutation(n)
                 shuffled = [a[order] for a in arrays]
