@@ -8,6 +8,7 @@ digital-option fair value of a lagged index, on the venue's tick grid, with stic
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -70,30 +71,29 @@ class ModelParams:
 
 
 class RandomPool:
-    """Pre-drawn uniforms and normals: one draw is a list index, not a numpy call."""
+    """Pre-drawn uniforms and normals: one draw is a `next` on a list iterator, not a numpy call."""
 
-    __slots__ = ("_n", "_ni", "_rng", "_size", "_u", "_ui")
+    __slots__ = ("_n", "_rng", "_size", "_u")
 
     def __init__(self, rng: np.random.Generator, size: int = 16384) -> None:
         self._rng = rng
         self._size = size
-        self._u: list[float] = []
-        self._n: list[float] = []
-        self._ui = self._ni = 0
+        self._u: Iterator[float] = iter(())
+        self._n: Iterator[float] = iter(())
 
     def uniform(self) -> float:
-        if self._ui >= len(self._u):
-            self._u = self._rng.random(self._size).tolist()
-            self._ui = 0
-        self._ui += 1
-        return self._u[self._ui - 1]
+        try:
+            return next(self._u)
+        except StopIteration:
+            self._u = iter(self._rng.random(self._size).tolist())
+            return next(self._u)
 
     def normal(self) -> float:
-        if self._ni >= len(self._n):
-            self._n = self._rng.standard_normal(self._size).tolist()
-            self._ni = 0
-        self._ni += 1
-        return self._n[self._ni - 1]
+        try:
+            return next(self._n)
+        except StopIteration:
+            self._n = iter(self._rng.standard_normal(self._size).tolist())
+            return next(self._n)
 
     def lognormal(self, median: float, sigma: float) -> float:
         return median * math.exp(sigma * self.normal())
