@@ -101,7 +101,7 @@ def asset_of_symbol(symbol: str) -> str:
 
 
 def _levels(rows: list) -> tuple[tuple[float, float], ...]:
-    return tuple((float(p), float(q)) for p, q in rows)
+    return tuple([(float(p), float(q)) for p, q in rows])  # a list first: tuple(genexpr) is slower
 
 
 def _combined(raw: str | bytes) -> tuple[str, object] | None:
