@@ -384,35 +384,59 @@ class _SideBySide:
         np.matmul(ones, da, out=g["temporal_encoder.fc1.bias"][2])
 
 
+# numpy wheels bundle OpenBLAS under suffixed names; per-thread setting first (OpenBLAS >= 0.3.27)
+_OPENBLAS_LOCAL = "openblas_set_num_threads_local"
+_OPENBLAS_GLOBAL = [
+    ("scipy_openblas_set_num_threads64_", "scipy_openblas_get_num_threads64_"),
+    ("openblas_set_num_threads64_", "openblas_get_num_threads64_"),
+    ("openblas_set_num_threads", "openblas_get_num_threads"),
+]
+
+
 def _find_openblas_threads_setter() -> Callable[[int], int] | None:
-    """numpy's bundled OpenBLAS `openblas_set_num_threads_local` (returns the previous count), if it has one."""
+    """A function that sets numpy's OpenBLAS thread count and returns the previous one, if numpy has one.
+
+    Prefers the per-thread setting; older OpenBLAS builds only have the process-wide one.
+    """
     package = Path(np.__file__).parent
     for path in sorted([*package.parent.glob("numpy.libs/*openblas*"), *package.glob(".dylibs/*openblas*")]):
         try:
-            setter = getattr(ctypes.CDLL(str(path)), "openblas_set_num_threads_local", None)
+            lib = ctypes.CDLL(str(path))
         except OSError:
             continue
-        if setter is not None:
-            setter.argtypes, setter.restype = [ctypes.c_int], ctypes.c_int
-            return setter
+        local = getattr(lib, _OPENBLAS_LOCAL, None)
+        if local is not None:
+            local.argtypes, local.restype = [ctypes.c_int], ctypes.c_int
+            return local
+        for set_name, get_name in _OPENBLAS_GLOBAL:
+            setter, getter = getattr(lib, set_name, None), getattr(lib, get_name, None)
+            if setter is not None and getter is not None:
+                setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
+
+                def swap(threads: int, setter: Callable[[int], None] = setter, getter: Callable[[], int] = getter) -> int:
+                    previous = getter()
+                    setter(threads)
+                    return previous
+
+                return swap
     return None
 
 
-_openblas_threads_local = _find_openblas_threads_setter()
+_openblas_threads = _find_openblas_threads_setter()
 
 
 @contextmanager
 def _one_blas_thread() -> Iterator[None]:
-    """Run this thread's matmuls on one OpenBLAS thread: 64-row products spent most of their time (up to
-    10x the single-thread step) waking and syncing a second thread on a shared 2-core machine."""
-    if _openblas_threads_local is None:
+    """Run the update's matmuls on one OpenBLAS thread: on a shared 2-core machine 64-row products spent
+    most of their time waking and syncing a second thread (the update ran up to 10x slower)."""
+    if _openblas_threads is None:
         yield
         return
-    previous = _openblas_threads_local(1)
+    previous = _openblas_threads(1)
     try:
         yield
     finally:
-        _openblas_threads_local(previous)
+        _openblas_threads(previous)
 
 
 @contextmanager

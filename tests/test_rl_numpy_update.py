@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBatch
+from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBatch, _one_blas_thread, _openblas_threads
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -108,3 +108,14 @@ def test_unknown_update_backend_is_refused() -> None:
     agent = RLStrategy(PPOConfig(update_backend="torch"), seed=0)
     with pytest.raises(ValueError, match="update_backend"):
         agent.train_on_batch(_batch(64, seed=0))
+
+
+def test_update_matmuls_run_on_one_blas_thread_and_the_count_is_restored() -> None:
+    assert _openblas_threads is not None  # numpy's wheels bundle OpenBLAS: its thread count is reachable
+    previous = _openblas_threads(2)
+    try:
+        with _one_blas_thread():
+            assert _openblas_threads(1) == 1
+        assert _openblas_threads(2) == 2
+    finally:
+        _openblas_threads(previous)
