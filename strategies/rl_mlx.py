@@ -244,6 +244,14 @@ _NORMS = ("temporal_encoder.ln1", "temporal_encoder.ln2", "ln1", "ln2")
 _TOWERS = ("actor.", "critic.")
 
 
+def _pair_product(x: np.ndarray, split: int, wa: np.ndarray, wc: np.ndarray) -> np.ndarray:
+    """[x[:, :split] @ wa, x[:, split:] @ wc] side by side, each written in place (no concatenation pass)."""
+    out = np.empty((len(x), wa.shape[1] + wc.shape[1]), dtype=np.float32)
+    np.matmul(x[:, :split], wa, out=out[:, : wa.shape[1]])
+    np.matmul(x[:, split:], wc, out=out[:, wa.shape[1] :])
+    return out
+
+
 class _SideBySide:
     """Actor and critic trained side by side: each layer's activations are one (N, actor + critic) array,
     so every elementwise operation of the forward and backward pass runs once for both networks (a
@@ -333,19 +341,18 @@ class _SideBySide:
         h1 = self._norm_tanh(history_flat @ p["temporal_encoder.fc1.weight"][2].T + p["temporal_encoder.fc1.bias"][2], 0)
         ha = self.segments[0][2]
         wa, wc, _ = p["temporal_encoder.fc2.weight"]
-        a = np.concatenate([h1[:, :ha] @ wa.T, h1[:, ha:] @ wc.T], axis=1)
-        z = self._norm_tanh(a + p["temporal_encoder.fc2.bias"][2], 1)
+        z = self._norm_tanh(_pair_product(h1, ha, wa.T, wc.T) + p["temporal_encoder.fc2.bias"][2], 1)
         ta = self.segments[1][2]
         wa, wc, both = p["fc1.weight"]
         a = features @ both[:, :d].T + p["fc1.bias"][2]
-        a += np.concatenate([z[:, :ta] @ wa[:, d:].T, z[:, ta:] @ wc[:, d:].T], axis=1)
+        a += _pair_product(z, ta, wa[:, d:].T, wc[:, d:].T)
         h3 = self._norm_tanh(a, 2)
         fa = self.segments[2][2]
         wa, wc, _ = p["fc2.weight"]
-        h4 = self._norm_tanh(np.concatenate([h3[:, :fa] @ wa.T, h3[:, fa:] @ wc.T], axis=1) + p["fc2.bias"][2], 3)
+        h4 = self._norm_tanh(_pair_product(h3, fa, wa.T, wc.T) + p["fc2.bias"][2], 3)
         wa, wc, _ = p["fc3.weight"]
         self._inputs = (history_flat, h1, features, z, h3, h4)
-        return np.concatenate([h4[:, :fa] @ wa.T, h4[:, fa:] @ wc.T], axis=1) + p["fc3.bias"][2]
+        return _pair_product(h4, fa, wa.T, wc.T) + p["fc3.bias"][2]
 
     def backward(self, d_out: np.ndarray) -> None:
         """Write d loss / d parameter into `grads`, given d loss / d output of the last forward."""
@@ -359,26 +366,26 @@ class _SideBySide:
         np.matmul(d_out[:, oa:].T, h4[:, fa:], out=g["fc3.weight"][1])
         np.matmul(ones, d_out, out=g["fc3.bias"][2])
         wa, wc, _ = p["fc3.weight"]
-        da = self._norm_tanh_backward(np.concatenate([d_out[:, :oa] @ wa, d_out[:, oa:] @ wc], axis=1), 3)
+        da = self._norm_tanh_backward(_pair_product(d_out, oa, wa, wc), 3)
         # fc2
         np.matmul(da[:, :fa].T, h3[:, :fa], out=g["fc2.weight"][0])
         np.matmul(da[:, fa:].T, h3[:, fa:], out=g["fc2.weight"][1])
         np.matmul(ones, da, out=g["fc2.bias"][2])
         wa, wc, _ = p["fc2.weight"]
-        da = self._norm_tanh_backward(np.concatenate([da[:, :fa] @ wa, da[:, fa:] @ wc], axis=1), 2)
+        da = self._norm_tanh_backward(_pair_product(da, fa, wa, wc), 2)
         # fc1: features feed both networks, each temporal part only its own
         np.matmul(da.T, features, out=g["fc1.weight"][2][:, :d])
         np.matmul(da[:, :fa].T, z[:, :ta], out=g["fc1.weight"][0][:, d:])
         np.matmul(da[:, fa:].T, z[:, ta:], out=g["fc1.weight"][1][:, d:])
         np.matmul(ones, da, out=g["fc1.bias"][2])
         wa, wc, _ = p["fc1.weight"]
-        da = self._norm_tanh_backward(np.concatenate([da[:, :fa] @ wa[:, d:], da[:, fa:] @ wc[:, d:]], axis=1), 1)
+        da = self._norm_tanh_backward(_pair_product(da, fa, wa[:, d:], wc[:, d:]), 1)
         # temporal fc2
         np.matmul(da[:, :ta].T, h1[:, :ha], out=g["temporal_encoder.fc2.weight"][0])
         np.matmul(da[:, ta:].T, h1[:, ha:], out=g["temporal_encoder.fc2.weight"][1])
         np.matmul(ones, da, out=g["temporal_encoder.fc2.bias"][2])
         wa, wc, _ = p["temporal_encoder.fc2.weight"]
-        da = self._norm_tanh_backward(np.concatenate([da[:, :ta] @ wa, da[:, ta:] @ wc], axis=1), 0)
+        da = self._norm_tanh_backward(_pair_product(da, ta, wa, wc), 0)
         # temporal fc1: one input for both
         np.matmul(da.T, history_flat, out=g["temporal_encoder.fc1.weight"][2])
         np.matmul(ones, da, out=g["temporal_encoder.fc1.bias"][2])
@@ -507,31 +514,39 @@ class _NumpyPPO:
         out = self.net.forward(features, history)
         logits, values = out[:, :NUM_ACTIONS], out[:, NUM_ACTIONS]
         shifted = logits - logits.max(axis=1, keepdims=True)
-        log_probs_all = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        probs = np.exp(log_probs_all)
+        exp = np.exp(shifted)
+        total = exp.sum(axis=1, keepdims=True)
+        log_probs_all = shifted - np.log(total)
+        probs = exp / total
         log_ratio = log_probs_all[rows, actions] - old_log_probs
         ratio = np.exp(log_ratio)
+        excess = ratio - 1
         unclipped = ratio * advantages
-        clipped = np.minimum(np.maximum(ratio, 1 - cfg.clip_eps), 1 + cfg.clip_eps) * advantages
-        entropy_rows = (probs * log_probs_all).sum(axis=1)  # minus the entropy
+        clipped = np.clip(excess, -cfg.clip_eps, cfg.clip_eps, out=excess.copy())
+        clipped += 1
+        clipped *= advantages
+        chosen = unclipped <= clipped  # where the unclipped term is the minimum (and carries the gradient)
+        neg_entropy_rows = (probs * log_probs_all).sum(axis=1)
         value_error = values - returns
         # sums here, means once per update: np.mean costs more than the arithmetic on 64 rows
         metrics = np.array(
             [
-                -np.minimum(unclipped, clipped).sum(),
-                (value_error * value_error).sum(),
-                -entropy_rows.sum(),
-                ((ratio - 1) - log_ratio).sum(),
-                np.count_nonzero(np.abs(ratio - 1) > cfg.clip_eps),
+                -np.where(chosen, unclipped, clipped).sum(),
+                np.dot(value_error, value_error),
+                -neg_entropy_rows.sum(),
+                (excess - log_ratio).sum(),
+                np.count_nonzero(np.abs(excess) > cfg.clip_eps),
             ]
         ) / n
         d_out = np.empty_like(out)
-        # d loss / d log-prob of the taken action: only where the unclipped term is the minimum
-        d_log_prob = np.where(unclipped <= clipped, -advantages * ratio, 0.0) / n
+        # d loss / d log-prob of the taken action: -advantage x ratio / n where the unclipped term counts
+        d_log_prob = unclipped * (chosen * (-1.0 / n))
         # softmax chain rule for the action's log-prob, plus the entropy bonus: dH/dz = -p (log p + H)
-        d_out[:, :NUM_ACTIONS] = probs * ((cfg.entropy_coef / n) * (log_probs_all - entropy_rows[:, None]) - d_log_prob[:, None])
+        d_logits = (cfg.entropy_coef / n) * (log_probs_all - neg_entropy_rows[:, None])
+        d_logits -= d_log_prob[:, None]
+        np.multiply(probs, d_logits, out=d_out[:, :NUM_ACTIONS])
         d_out[rows, actions] += d_log_prob
-        d_out[:, NUM_ACTIONS] = (2.0 * cfg.value_coef / n) * value_error
+        np.multiply(value_error, 2.0 * cfg.value_coef / n, out=d_out[:, NUM_ACTIONS])
         self.net.backward(d_out)
         return metrics
 
