@@ -737,6 +737,8 @@ class RLStrategy(Strategy):
                 f"input_dim {self.config.input_dim} does not fit feature set {self.config.feature_set!r}; "
                 "build the config with config_for_features"
             )
+        if self.config.update_backend not in ("numpy", "mlx"):
+            raise ValueError(f"unknown update_backend {self.config.update_backend!r}; choose numpy or mlx")
         if seed is not None:
             mx.random.seed(seed)
         self._rng = np.random.default_rng(seed)
@@ -933,12 +935,7 @@ class RLStrategy(Strategy):
     def train_on_batch(self, batch: RolloutBatch) -> dict:
         """n_epochs of shuffled minibatch steps on `batch`, stopping early on KL; returns the metrics."""
         cfg = self.config
-        if cfg.update_backend == "mlx":
-            sums, steps = self._epochs_mlx(batch)
-        elif cfg.update_backend == "numpy":
-            sums, steps = self._epochs_numpy(batch)
-        else:
-            raise ValueError(f"unknown update_backend {cfg.update_backend!r}; choose numpy or mlx")
+        sums, steps = self._epochs_mlx(batch) if cfg.update_backend == "mlx" else self._epochs_numpy(batch)
         mean = sums / steps
         self._refresh_numpy()
         self.updates_done += 1

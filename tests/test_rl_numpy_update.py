@@ -104,10 +104,9 @@ def test_numpy_update_is_deterministic_for_a_seed_and_refreshes_the_decision_wei
     assert np.abs(fast_probs - before).max() > 1e-4  # decisions use the updated weights
 
 
-def test_unknown_update_backend_is_refused() -> None:
-    agent = RLStrategy(PPOConfig(update_backend="torch"), seed=0)
+def test_unknown_update_backend_is_refused_when_the_agent_is_built() -> None:
     with pytest.raises(ValueError, match="update_backend"):
-        agent.train_on_batch(_batch(64, seed=0))
+        RLStrategy(PPOConfig(update_backend="torch"), seed=0)
 
 
 def test_update_matmuls_run_on_one_blas_thread_and_the_count_is_restored() -> None:
