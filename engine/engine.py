@@ -343,17 +343,18 @@ class Engine:
             self.stats.decisions += len(batch)
             dollars = self.cfg.size * 0.5
             for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
-                result = self.broker.execute(
-                    Action(int(action)), m.info, m.position, up_book, down_book, dollars, now, m.prob,
-                    self._underlying_change(m, state.index_price),
-                )
                 reward = 0.0
-                if result.opened and result.position is not None:
-                    m.exposure += result.position.cost
-                if result.record is not None:
-                    reward = result.record.pnl
-                    self._book_trade(m, result.record)
-                m.position = result.position
+                if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
+                    result = self.broker.execute(
+                        Action(int(action)), m.info, m.position, up_book, down_book, dollars, now, m.prob,
+                        self._underlying_change(m, state.index_price),
+                    )
+                    if result.opened and result.position is not None:
+                        m.exposure += result.position.cost
+                    if result.record is not None:
+                        reward = result.record.pnl
+                        self._book_trade(m, result.record)
+                    m.position = result.position
                 m.acted = True
                 self.strategy.record(m.info.condition_id, reward)
         self._drain_updates(now)
