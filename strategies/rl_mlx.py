@@ -1,7 +1,14 @@
 """PPO agent in MLX: actor and critic over the 18 features plus a TemporalEncoder of the last 5 states.
 
-Read top to bottom: hyperparameters (`PPOConfig`), networks, the per-market rollout buffer with GAE,
-then the agent (decisions, reward normalisation, the PPO update, save/load).
+Read top to bottom: hyperparameters (`PPOConfig`), networks, the numpy decision network, the numpy PPO
+step, the per-market rollout buffer with GAE, then the agent (decisions, reward normalisation, the PPO
+update, save/load).
+
+The MLX model holds the weights (save, load, `evaluate`). Decisions run through a numpy copy of both
+networks (`_DecisionNetwork`, equal to MLX within 1e-6), and by default the PPO update runs in numpy
+too (`_NumpyPPO`: the same loss, clipping and Adam with analytic gradients, tested against MLX autograd),
+because on Linux the mlx[cpu] wheel's reference BLAS made each update ~10x slower; `update_backend="mlx"`
+keeps the compiled MLX step.
 
 Reward normalisation: running mean/std of the realized (non-zero) rewards only; rewards are scaled by
 `reward / (reward_std + 1e-8)` without subtracting the mean, so a HOLD step keeps reward exactly 0.
@@ -16,6 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -175,7 +183,8 @@ class _DecisionNetwork:
             return params[f"{tower}.{name}"].astype(np.float64)
 
         def linear(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            return get("actor", name + ".weight").T, get("critic", name + ".weight").T, get("actor", name + ".bias"), get("critic", name + ".bias")
+            weights = get("actor", name + ".weight").T, get("critic", name + ".weight").T
+            return *weights, get("actor", name + ".bias"), get("critic", name + ".bias")
 
         t1a, t1c, t1ba, t1bc = linear("temporal_encoder.fc1")
         t2a, t2c, t2ba, t2bc = linear("temporal_encoder.fc2")
@@ -183,7 +192,8 @@ class _DecisionNetwork:
         f2a, f2c, f2ba, f2bc = linear("fc2")
         f3a, f3c, f3ba, f3bc = linear("fc3")
         # fc1 sees [features, actor temporal, critic temporal]: features feed both, each temporal part its own
-        fc1 = np.vstack([np.hstack([f1a[:input_dim], f1c[:input_dim]]), _block_diagonal(f1a[input_dim:], f1c[input_dim:])])
+        features_part = np.hstack([f1a[:input_dim], f1c[:input_dim]])
+        fc1 = np.vstack([features_part, _block_diagonal(f1a[input_dim:], f1c[input_dim:])])
         layers = [
             (np.hstack([t1a, t1c]), np.concatenate([t1ba, t1bc]), "temporal_encoder.ln1"),
             (_block_diagonal(t2a, t2c), np.concatenate([t2ba, t2bc]), "temporal_encoder.ln2"),
@@ -200,7 +210,8 @@ class _DecisionNetwork:
             average = _block_diagonal(np.full((half, half), 1.0 / half), np.full((rest, rest), 1.0 / rest))
             ln_weight = np.concatenate([get("actor", norm + ".weight"), get("critic", norm + ".weight")])
             ln_bias = np.concatenate([get("actor", norm + ".bias"), get("critic", norm + ".bias")])
-            self.layers.append(tuple(a.astype(np.float32) for a in (weight, bias, average, ln_weight, ln_bias)))
+            layer = (weight, bias, average, ln_weight, ln_bias)
+            self.layers.append(tuple(a.astype(np.float32) for a in layer))
         self.out_weight = _block_diagonal(f3a, f3c).astype(np.float32)
         self.out_bias = np.concatenate([f3ba, f3bc]).astype(np.float32)
         self._rows: dict[int, list[np.ndarray]] = {}  # per batch size: the row vectors tiled to full shape
@@ -224,7 +235,8 @@ class _DecisionNetwork:
                 x = np.concatenate([features, x], axis=1)
             bias, ln_weight, ln_bias = tiled[3 * i : 3 * i + 3]
             centered = np.dot(x, weight) + bias  # np.dot: less call overhead than @ on 2-D arrays
-            x = np.tanh(centered / np.sqrt(np.dot(centered * centered, average) + _LN_EPS) * ln_weight + ln_bias)
+            std = np.sqrt(np.dot(centered * centered, average) + _LN_EPS)
+            x = np.tanh(centered / std * ln_weight + ln_bias)
         return np.dot(x, self.out_weight) + tiled[-1]
 
 
@@ -303,10 +315,9 @@ class _SideBySide:
             self.segments.append((s, e, wa))
         # per LayerNorm, the stacked (actor + critic) scale, shift and their gradients, looked up once
         self.norms = [
-            (self.p[n + ".weight"][2], self.p[n + ".bias"][2], self.g[n + ".weight"][2], self.g[n + ".bias"][2])
-            for n in _NORMS
+            tuple(views[n + kind][2] for views in (self.p, self.g) for kind in (".weight", ".bias")) for n in _NORMS
         ]
-        self._cache: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # per LayerNorm: (xhat, 1/std, tanh)
+        self._cache: list[tuple[np.ndarray, ...]] = []  # per LayerNorm: (xhat, 1/std, tanh output)
         self._inputs: tuple[np.ndarray, ...] = ()
 
     def _norm_tanh(self, a: np.ndarray, i: int) -> np.ndarray:
@@ -338,7 +349,8 @@ class _SideBySide:
         """(N, 4): the actor's 3 logits, then the critic's value."""
         p, d = self.p, self.d
         self._cache = []
-        h1 = self._norm_tanh(history_flat @ p["temporal_encoder.fc1.weight"][2].T + p["temporal_encoder.fc1.bias"][2], 0)
+        a = history_flat @ p["temporal_encoder.fc1.weight"][2].T + p["temporal_encoder.fc1.bias"][2]
+        h1 = self._norm_tanh(a, 0)
         ha = self.segments[0][2]
         wa, wc, _ = p["temporal_encoder.fc2.weight"]
         z = self._norm_tanh(_pair_product(h1, ha, wa.T, wc.T) + p["temporal_encoder.fc2.bias"][2], 1)
@@ -400,6 +412,12 @@ _OPENBLAS_GLOBAL = [
 ]
 
 
+def _swap_threads(setter: Callable[[int], None], getter: Callable[[], int], threads: int) -> int:
+    previous = getter()
+    setter(threads)
+    return previous
+
+
 def _find_openblas_threads_setter() -> Callable[[int], int] | None:
     """A function that sets numpy's OpenBLAS thread count and returns the previous one, if numpy has one.
 
@@ -420,12 +438,7 @@ def _find_openblas_threads_setter() -> Callable[[int], int] | None:
             if setter is not None and getter is not None:
                 setter.argtypes, setter.restype, getter.restype = [ctypes.c_int], None, ctypes.c_int
 
-                def swap(threads: int, setter: Callable[[int], None] = setter, getter: Callable[[], int] = getter) -> int:
-                    previous = getter()
-                    setter(threads)
-                    return previous
-
-                return swap
+                return partial(_swap_threads, setter, getter)
     return None
 
 
@@ -479,7 +492,8 @@ class _NumpyPPO:
             self.net.params[place] = np.asarray(weights[name], dtype=np.float32).reshape(-1)
 
     def weights(self) -> dict[str, np.ndarray]:
-        return {name: self.net.params[place].reshape(self.net.shapes[name]) for name, place in self.net.places.items()}
+        params, shapes = self.net.params, self.net.shapes
+        return {name: params[place].reshape(shapes[name]) for name, place in self.net.places.items()}
 
     def grad(self, name: str) -> np.ndarray:
         return self.net.grads[self.net.places[name]].reshape(self.net.shapes[name])
@@ -493,7 +507,10 @@ class _NumpyPPO:
         advantages: np.ndarray,
         returns: np.ndarray,
     ) -> np.ndarray:
-        """One clipped, Adam-applied gradient step; returns [policy_loss, value_loss, entropy, approx_kl, clip_fraction]."""
+        """One clipped, Adam-applied gradient step.
+
+        Returns [policy_loss, value_loss, entropy, approx_kl, clip_fraction] before the step.
+        """
         metrics = self.gradients(features, history, actions, old_log_probs, advantages, returns)
         self._clip_and_apply()
         return metrics
@@ -555,7 +572,8 @@ class _NumpyPPO:
         np.multiply(g, g, out=tmp)
         actor_sq = float(np.dot(tmp, actor))
         critic_sq = float(tmp.sum()) - actor_sq
-        scales = [min(self.config.max_grad_norm / (math.sqrt(max(sq, 0.0)) + 1e-6), 1.0) for sq in (actor_sq, critic_sq)]
+        limit = self.config.max_grad_norm
+        scales = [min(limit / (math.sqrt(max(sq, 0.0)) + 1e-6), 1.0) for sq in (actor_sq, critic_sq)]
         if scales != [1.0, 1.0]:  # each network by its own global norm
             scale = np.where(actor == 1.0, np.float32(scales[0]), np.float32(scales[1]))
             g *= scale
@@ -827,7 +845,8 @@ class RLStrategy(Strategy):
         history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
         out = self._decide(features, history.reshape(n, -1))
         if not self.training:
-            return [_ACTIONS[a] for a in out[:, :NUM_ACTIONS].argmax(axis=1).tolist()]  # softmax keeps the order
+            # the softmax keeps the order of the logits
+            return [_ACTIONS[a] for a in out[:, :NUM_ACTIONS].argmax(axis=1).tolist()]
         logits = out[:, :NUM_ACTIONS]
         weights = np.exp(logits - logits.max(axis=1, keepdims=True))
         cumulative = np.cumsum(weights, axis=1)
@@ -835,8 +854,9 @@ class RLStrategy(Strategy):
         picks = (self._rng.random((n, 1)) * cumulative[:, -1:] > cumulative).sum(axis=1)
         actions = np.minimum(picks, NUM_ACTIONS - 1)
         log_probs = np.log(np.maximum(weights[np.arange(n), actions] / cumulative[:, -1], 1e-12))
+        values = out[:, NUM_ACTIONS].tolist()
         for state, f, h, a, log_prob, value in zip(
-            states, features, history, actions.tolist(), log_probs.tolist(), out[:, NUM_ACTIONS].tolist(), strict=True
+            states, features, history, actions.tolist(), log_probs.tolist(), values, strict=True
         ):
             self.buffer.start(state.market_id, Step(f, h, a, log_prob, value))
         return [_ACTIONS[a] for a in actions.tolist()]
@@ -920,7 +940,8 @@ class RLStrategy(Strategy):
         """Loss inputs; advantages normalised over the whole batch (once, not per minibatch)."""
         n = len(batch.actions)
         advantages = (batch.advantages - batch.advantages.mean()) / (batch.advantages.std() + 1e-8)
-        return [batch.features, batch.history.reshape(n, -1), batch.actions, batch.log_probs, advantages, batch.returns]
+        history = batch.history.reshape(n, -1)
+        return [batch.features, history, batch.actions, batch.log_probs, advantages, batch.returns]
 
     def _tensors(self, batch: RolloutBatch) -> list[mx.array]:
         return [mx.array(a) for a in self._arrays(batch)]
@@ -956,7 +977,7 @@ class RLStrategy(Strategy):
         return metrics
 
     def _epochs_mlx(self, batch: RolloutBatch) -> tuple[np.ndarray, int]:
-        """The epochs through the compiled MLX step; returns the summed minibatch metrics and the step count."""
+        """The epochs through the compiled MLX step; returns the summed minibatch metrics and the steps."""
         cfg = self.config
         tensors = self._tensors(batch)
         n = len(batch.actions)

@@ -13,7 +13,7 @@ from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
 
 
 def _odd_states(rng: np.random.Generator, n: int) -> list[MarketState]:
-    """States with every float field random, some NaN, infinite, huge or tiny, and probs around the 0.01 floor."""
+    """States with random float fields, some NaN, infinite, huge or tiny, and probs around the 0.01 floor."""
     specials = [math.nan, math.inf, -math.inf, 1e300, -1e300, 0.0, 1e-40, 0.005, -0.2]
     names = [f.name for f in fields(MarketState) if f.type in ("float", float)]
     states = []
