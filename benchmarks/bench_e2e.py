@@ -4,6 +4,8 @@
     python benchmarks/bench_e2e.py --strategy fair_value --windows 50 --repeat 3
 
 Prints decisions per second overall (the report's `decisions_per_second`) and per 10-window segment,
+the CPU seconds of the engine process and of the simulator process (on a shared machine, decisions
+per engine CPU second is what the wall-clock rate approaches once a core is free for each process),
 and the process's RSS as each segment ends: `peak` is `resource.getrusage(RUSAGE_SELF).ru_maxrss`
 (the high-water mark so far), `now` the resident set read from /proc/self/statm. The snapshots are
 taken by a monitor task that wakes every 20 ms of wall time (the engine yields to the event loop every
@@ -107,6 +109,7 @@ async def run_once(strategy_name: str, train: bool, windows: int, seed: int, eve
     source = SimSource(seed, assets, background=background_sim)
     engine = Engine(strategy, source, VirtualClock(), MarketData(assets), cfg)
     segments: list[Segment] = []
+    cpu0, sim0 = _cpu_seconds(resource.RUSAGE_SELF), _cpu_seconds(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     monitor = asyncio.create_task(_monitor(engine, source, every, segments, t0))
     try:
@@ -115,14 +118,27 @@ async def run_once(strategy_name: str, train: bool, windows: int, seed: int, eve
             segments.append(_snapshot(engine, source, t0))
     finally:
         monitor.cancel()
-        await source.close()
+        await source.close()  # reaps the simulator process, so its CPU time shows in RUSAGE_CHILDREN
+    report["cpu_seconds"] = {
+        "engine_process": _cpu_seconds(resource.RUSAGE_SELF) - cpu0,
+        "simulator_process": _cpu_seconds(resource.RUSAGE_CHILDREN) - sim0,
+    }
     return report, segments
+
+
+def _cpu_seconds(who: int) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
 
 
 def print_run(report: dict, segments: list[Segment]) -> None:
     print(f"  overall: {report['decisions']:,} decisions in {report['wall_seconds']:.2f} s = "
           f"{report['decisions_per_second']:,.0f} decisions/s; {report['windows']} windows, "
           f"{report.get('updates', 0)} PPO updates, {report['feed']['messages']:,} frames")
+    cpu = report["cpu_seconds"]
+    print(f"  CPU: engine process {cpu['engine_process']:.2f} s = "
+          f"{report['decisions'] / max(1e-9, cpu['engine_process']):,.0f} decisions per CPU second; "
+          f"simulator process {cpu['simulator_process']:.2f} s")
     prev = Segment(0, 0.0, 0, 0, 0.0, 0.0)
     for s in segments:
         wall = max(1e-9, s.wall_s - prev.wall_s)
