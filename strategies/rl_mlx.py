@@ -315,7 +315,8 @@ class _SideBySide:
             self.segments.append((s, e, wa))
         # per LayerNorm, the stacked (actor + critic) scale, shift and their gradients, looked up once
         self.norms = [
-            tuple(views[n + kind][2] for views in (self.p, self.g) for kind in (".weight", ".bias")) for n in _NORMS
+            tuple(views[n + kind][2] for views in (self.p, self.g) for kind in (".weight", ".bias"))
+            for n in _NORMS
         ]
         self._cache: list[tuple[np.ndarray, ...]] = []  # per LayerNorm: (xhat, 1/std, tanh output)
         self._inputs: tuple[np.ndarray, ...] = ()
@@ -485,7 +486,7 @@ class _NumpyPPO:
         self.v = np.zeros_like(self.net.params)
         lr = np.where(self.net.actor_mask == 1.0, config.actor_lr, config.critic_lr)
         self._lr_m = ((1 - _ADAM_BETA1) * lr).astype(np.float32)  # m holds lr x the first moment
-        self._scratch = np.empty_like(self.net.params)
+        self._scratch = (np.empty_like(self.net.params), np.empty_like(self.net.params))
 
     def load(self, weights: dict[str, np.ndarray]) -> None:
         for name, place in self.net.places.items():
@@ -568,19 +569,25 @@ class _NumpyPPO:
         return metrics
 
     def _clip_and_apply(self) -> None:
-        g, m, v, tmp, actor = self.net.grads, self.m, self.v, self._scratch, self.net.actor_mask
+        # every 40k-float temporary is a fresh allocation (and page faults): all passes write into buffers
+        g, m, v, actor = self.net.grads, self.m, self.v, self.net.actor_mask
+        tmp, tmp2 = self._scratch
         np.multiply(g, g, out=tmp)
         actor_sq = float(np.dot(tmp, actor))
         critic_sq = float(tmp.sum()) - actor_sq
         limit = self.config.max_grad_norm
-        scales = [min(limit / (math.sqrt(max(sq, 0.0)) + 1e-6), 1.0) for sq in (actor_sq, critic_sq)]
-        if scales != [1.0, 1.0]:  # each network by its own global norm
-            scale = np.where(actor == 1.0, np.float32(scales[0]), np.float32(scales[1]))
-            g *= scale
-            tmp *= scale * scale
+        actor_scale, critic_scale = (
+            min(limit / (math.sqrt(max(sq, 0.0)) + 1e-6), 1.0) for sq in (actor_sq, critic_sq)
+        )
+        if (actor_scale, critic_scale) != (1.0, 1.0):  # each network by its own global norm
+            np.multiply(actor, np.float32(actor_scale - critic_scale), out=tmp2)
+            tmp2 += np.float32(critic_scale)
+            g *= tmp2
+            np.multiply(g, g, out=tmp)
         # Adam as mlx.optimizers.Adam; m is kept multiplied by the learning rate (saves a pass per step)
         m *= _ADAM_BETA1
-        m += self._lr_m * g
+        np.multiply(self._lr_m, g, out=tmp2)
+        m += tmp2
         v *= _ADAM_BETA2
         tmp *= 1 - _ADAM_BETA2
         v += tmp
