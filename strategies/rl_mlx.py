@@ -23,7 +23,7 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from functools import partial
+from functools import lru_cache, partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -162,11 +162,19 @@ _LN_EPS = np.float32(1e-5)  # mlx.nn.LayerNorm's default
 
 
 def _block_diagonal(*blocks: np.ndarray) -> np.ndarray:
-    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), dtype=np.float64)
+    out = np.zeros((sum(b.shape[0] for b in blocks), sum(b.shape[1] for b in blocks)), dtype=np.float32)
     row = col = 0
     for block in blocks:
         out[row : row + block.shape[0], col : col + block.shape[1]] = block
         row, col = row + block.shape[0], col + block.shape[1]
+    return out
+
+
+@lru_cache(maxsize=16)
+def _segment_average(first: int, second: int) -> np.ndarray:
+    """(first + second) square matrix: x @ it puts each unit's segment mean in place (read-only, shared)."""
+    out = _block_diagonal(np.full((first, first), 1.0 / first), np.full((second, second), 1.0 / second))
+    out.flags.writeable = False
     return out
 
 
@@ -179,18 +187,19 @@ class _DecisionNetwork:
     """
 
     def __init__(self, params: dict[str, np.ndarray], input_dim: int) -> None:
-        def get(tower: str, name: str) -> np.ndarray:
-            return params[f"{tower}.{name}"].astype(np.float64)
+        def centered(tower: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+            """(W^T, b) of a layer followed by a LayerNorm, each output's share of the mean removed."""
+            weight = params[f"{tower}.{name}.weight"].T.astype(np.float64)
+            bias = params[f"{tower}.{name}.bias"].astype(np.float64)
+            return weight - weight.mean(axis=1, keepdims=True), bias - bias.mean()
 
-        def linear(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-            weights = get("actor", name + ".weight").T, get("critic", name + ".weight").T
-            return *weights, get("actor", name + ".bias"), get("critic", name + ".bias")
+        def pair(name: str) -> np.ndarray:
+            return np.concatenate([params[f"{tower}.{name}"] for tower in ("actor", "critic")])
 
-        t1a, t1c, t1ba, t1bc = linear("temporal_encoder.fc1")
-        t2a, t2c, t2ba, t2bc = linear("temporal_encoder.fc2")
-        f1a, f1c, f1ba, f1bc = linear("fc1")
-        f2a, f2c, f2ba, f2bc = linear("fc2")
-        f3a, f3c, f3ba, f3bc = linear("fc3")
+        (t1a, t1ba), (t1c, t1bc) = (centered(tower, "temporal_encoder.fc1") for tower in ("actor", "critic"))
+        (t2a, t2ba), (t2c, t2bc) = (centered(tower, "temporal_encoder.fc2") for tower in ("actor", "critic"))
+        (f1a, f1ba), (f1c, f1bc) = (centered(tower, "fc1") for tower in ("actor", "critic"))
+        (f2a, f2ba), (f2c, f2bc) = (centered(tower, "fc2") for tower in ("actor", "critic"))
         # fc1 sees [features, actor temporal, critic temporal]: features feed both, each temporal part its own
         features_part = np.hstack([f1a[:input_dim], f1c[:input_dim]])
         fc1 = np.vstack([features_part, _block_diagonal(f1a[input_dim:], f1c[input_dim:])])
@@ -202,18 +211,12 @@ class _DecisionNetwork:
         ]
         self.layers: list[tuple[np.ndarray, ...]] = []
         for weight, bias, norm in layers:
-            half = len(get("actor", norm + ".weight"))
-            rest = bias.size - half
-            for segment in (slice(0, half), slice(half, None)):  # (x W + b) C: subtract each tower's row mean
-                weight[:, segment] -= weight[:, segment].mean(axis=1, keepdims=True)
-                bias[segment] -= bias[segment].mean()
-            average = _block_diagonal(np.full((half, half), 1.0 / half), np.full((rest, rest), 1.0 / rest))
-            ln_weight = np.concatenate([get("actor", norm + ".weight"), get("critic", norm + ".weight")])
-            ln_bias = np.concatenate([get("actor", norm + ".bias"), get("critic", norm + ".bias")])
-            layer = (weight, bias, average, ln_weight, ln_bias)
-            self.layers.append(tuple(a.astype(np.float32) for a in layer))
-        self.out_weight = _block_diagonal(f3a, f3c).astype(np.float32)
-        self.out_bias = np.concatenate([f3ba, f3bc]).astype(np.float32)
+            half = len(params[f"actor.{norm}.weight"])
+            average = _segment_average(half, bias.size - half)
+            layer = (weight, bias, average, pair(norm + ".weight"), pair(norm + ".bias"))
+            self.layers.append(tuple(np.asarray(a, dtype=np.float32) for a in layer))
+        self.out_weight = _block_diagonal(params["actor.fc3.weight"].T, params["critic.fc3.weight"].T)
+        self.out_bias = pair("fc3.bias").astype(np.float32)
         self._rows: dict[int, list[np.ndarray]] = {}  # per batch size: the row vectors tiled to full shape
 
     def _tiled(self, n: int) -> list[np.ndarray]:
