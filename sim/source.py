@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import os
 import pickle
+import signal
 import struct
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -148,7 +149,7 @@ def _produce(out: BinaryIO, seed: int, assets: tuple[str, ...], faults: FaultSpe
                 out.write(_LENGTH.pack(len(blob)) + blob)
                 out.flush()
                 batch = []
-    except (BrokenPipeError, KeyboardInterrupt):
+    except BrokenPipeError:
         return  # the engine closed the source or exited
     except Exception as exc:  # shown to the engine as SimulatorFailed
         blob = pickle.dumps(f"{type(exc).__name__}: {exc}")
@@ -157,6 +158,8 @@ def _produce(out: BinaryIO, seed: int, assets: tuple[str, ...], faults: FaultSpe
 
 
 if __name__ == "__main__":
+    # Ctrl+C reaches the whole process group: the engine decides when to stop, then closes the source
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _parser = argparse.ArgumentParser(description="SimSource's simulator process (started by SimSource.frames)")
     _parser.add_argument("--seed", type=int, required=True)
     _parser.add_argument("--assets", required=True)

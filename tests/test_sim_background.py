@@ -90,3 +90,23 @@ def test_a_killed_simulator_process_raises_instead_of_ending_quietly() -> None:
 
     with pytest.raises(SimulatorFailed, match="ended"):
         asyncio.run(run())
+
+
+def test_ctrl_c_to_the_simulator_process_leaves_the_stream_to_the_engine() -> None:
+    async def run(n: int) -> list[Frame]:
+        src = SimSource(6, assets=("BTC",))
+        got: list[Frame] = []
+        async for frame in src.frames():
+            got.append(frame)
+            if len(got) == 10:
+                pid = src.pid
+                assert pid is not None
+                os.kill(pid, signal.SIGINT)  # what a terminal's Ctrl+C sends to every process in the group
+            if len(got) == n:
+                break
+        await src.close()
+        return got
+
+    n = 20000  # well past what the pipe had buffered when the signal arrived
+    got = asyncio.run(run(n))
+    assert got == list(itertools.islice(SimSource(6, assets=("BTC",)).iter_frames(), n))
