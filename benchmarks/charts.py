@@ -68,6 +68,15 @@ def _window_series(rows: list[dict[str, str]]) -> list[float]:
     return list(totals.values())
 
 
+def _rolling_mean(values: list[float], n: int) -> list[float]:
+    """Trailing mean over up to n values: single updates are too noisy to read by eye."""
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v - (values[i - n] if i >= n else 0.0)
+        out.append(total / min(i + 1, n))
+    return out
+
+
 def _cumulative(values: list[float]) -> list[float]:
     out, total = [], 0.0
     for v in values:
@@ -138,7 +147,7 @@ def plot_entropy(runs: dict[str, Path], reference: Path | None, out: Path) -> Pa
     fig, ax = plt.subplots(figsize=(9, 5))
     for label, run_dir in runs.items():
         values = [float(r["entropy"]) for r in training_updates(run_dir)]
-        ax.plot(values, label=f"ours: {label}")
+        ax.plot(_rolling_mean(values, 10), label=f"ours: {label} (mean of 10 updates)")
     if reference is not None:
         for path in sorted(reference.glob("updates_*.csv")):
             values = [float(r["entropy"]) for r in _rows(path) if r.get("entropy")]
@@ -147,7 +156,7 @@ def plot_entropy(runs: dict[str, Path], reference: Path | None, out: Path) -> Pa
     ax.set_xlabel("PPO update")
     ax.set_ylabel("policy entropy (nats)")
     ax.set_title("Entropy over updates")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="lower right")
     path = out / "entropy.png"
     fig.tight_layout()
     fig.savefig(path, dpi=110)
