@@ -277,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent-seed", type=int, default=0, help="seed of the agent's weights and sampling")
     p.add_argument("--load", metavar="NAME", help="evaluate this checkpoint instead of training one")
     p.add_argument("--resume-check", action="store_true",
-                   help="train the first half of --train-windows, save, load, train the rest; vs straight")
+                   help="train on the first half of --train-seeds, save, load, train on the rest; vs straight")
     p.add_argument("--out", default=None, help="folder for CSV logs, checkpoints and results.json")
     args = p.parse_args(argv)
 
@@ -330,10 +330,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str]) -> dict:
-    """Half the windows, save, load into a fresh process-equivalent agent, the other half; vs all in one go.
-
-    Both see the same frames: each training seed's first half, then its second half is not reachable
-    without replaying, so the halves are the training seeds split in two lists (first list, then second).
+    """Train on the first half of the training seeds, save, load a fresh agent, train on the second half;
+    against one agent trained on all of them straight. Both see the same frames in the same order.
     """
     seeds = args.train_seeds
     if len(seeds) < 2:
