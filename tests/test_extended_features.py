@@ -105,3 +105,15 @@ def test_outcome_interval_is_mean_plus_minus_1_96_standard_errors() -> None:
     mean, low, high = o.mean_ci()
     half = 1.96 * math.sqrt(20.0 / 3.0) / 2.0
     assert (mean, low, high) == pytest.approx((4.0, 4.0 - half, 4.0 + half))
+
+
+def test_cli_features_flag_builds_an_extended_agent_and_refuses_misuse() -> None:
+    import run
+
+    opts = run.validate(run.build_parser().parse_args(["--strategy", "rl", "--features", "extended"]))
+    agent = run.build_strategy(opts)
+    assert agent.config.feature_set == "extended" and agent.config.input_dim == 25
+    for argv in (["--strategy", "fair_value", "--features", "extended"],
+                 ["--strategy", "rl", "--load", "x", "--features", "extended"]):
+        with pytest.raises(run.BadInput):
+            run.validate(run.build_parser().parse_args(argv))
