@@ -1,15 +1,20 @@
-"""End-to-end `--source sim --speed max` throughput and memory, in-process (the same parts run.py wires).
+"""End-to-end `--source sim --speed max` throughput and memory: the Engine, SimSource and MarketData that
+run.py wires, driven in this process (no CLI start-up in the figures).
 
     python benchmarks/bench_e2e.py --strategy rl --train --windows 50 --seed 1
     python benchmarks/bench_e2e.py --strategy fair_value --windows 50 --repeat 3
+    python benchmarks/bench_e2e.py --strategy rl --windows 10 --in-process-sim   # one core, no child
 
-Prints decisions per second overall (the report's `decisions_per_second`) and per 10-window segment,
-the CPU seconds of the engine process and of the simulator process (on a shared machine, decisions
-per engine CPU second is what the wall-clock rate approaches once a core is free for each process),
-and the process's RSS as each segment ends: `peak` is `resource.getrusage(RUSAGE_SELF).ru_maxrss`
-(the high-water mark so far), `now` the resident set read from /proc/self/statm. The snapshots are
-taken by a monitor task that wakes every 20 ms of wall time (the engine yields to the event loop every
-512 frames), so a segment boundary is seen within about 20 ms of the window's settlement.
+Prints decisions per second overall (the report's `decisions_per_second`) and per 10-window segment;
+the CPU seconds of the engine process and of the simulator process (SimSource generates the market in
+a child process by default). On a shared machine the scheduler gives one login session a fair share
+however many processes it runs, so the wall-clock rate there is bounded by the two processes' CPU
+together; decisions per engine CPU second is the rate once each process has a core of its own.
+RSS as each segment ends: `peak` is `resource.getrusage(RUSAGE_SELF).ru_maxrss` (the engine process's
+high-water mark so far), `now` its resident set from /proc/self/statm, and the simulator process's
+VmHWM and VmRSS from /proc/PID/status. The snapshots are taken by a monitor task that wakes every
+20 ms of wall time (the engine yields to the event loop every 512 frames), so a segment boundary is
+seen within about 20 ms of the window's settlement.
 """
 
 from __future__ import annotations
