@@ -40,13 +40,15 @@ def training_updates(run_dir: Path) -> list[dict[str, str]]:
 
 
 def training_window_pnls(run_dir: Path) -> list[float]:
-    """PnL per training window (assets summed), in the order trained."""
+    """PnL per completed training window (assets summed), in the order trained."""
     out: list[float] = []
     for path in _by_time(list(run_dir.glob("episodes_*_train_*.csv"))):
+        rows = _rows(path)
+        partial = {r["window_start"] for r in rows if r["outcome"] == "shutdown"}  # cut off by the run's end
         totals: dict[str, float] = defaultdict(float)
-        for r in _rows(path):
+        for r in rows:
             totals[r["window_start"]] += float(r["pnl"])
-        out += [totals[k] for k in sorted(totals)]
+        out += [totals[k] for k in sorted(totals) if k not in partial]
     return out
 
 
@@ -61,10 +63,12 @@ def eval_episodes(run_dir: Path, fill: str) -> dict[str, list[dict[str, str]]]:
 
 
 def _window_series(rows: list[dict[str, str]]) -> list[float]:
-    """PnL per window (assets summed) in the order the rows list them; seeds have distinct window starts."""
+    """PnL per completed window (assets summed) in the order the rows list them; seeds have distinct starts."""
+    partial = {r["window_start"] for r in rows if r["outcome"] == "shutdown"}
     totals: dict[str, float] = {}
     for r in rows:
-        totals[r["window_start"]] = totals.get(r["window_start"], 0.0) + float(r["pnl"])
+        if r["window_start"] not in partial:
+            totals[r["window_start"]] = totals.get(r["window_start"], 0.0) + float(r["pnl"])
     return list(totals.values())
 
 
