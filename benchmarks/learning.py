@@ -291,9 +291,9 @@ def main(argv: list[str] | None = None) -> int:
     overlap = set(args.train_seeds) & set(args.eval_seeds)
     if overlap:
         raise SystemExit(f"evaluation seeds {sorted(overlap)} are also training seeds; held-out means unseen")
+    trained = f"model {args.load}" if args.load else f"train seeds {args.train_seeds} x {args.train_windows} windows"
     print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
-          f"train seeds {args.train_seeds} x {args.train_windows} windows, eval seeds {args.eval_seeds} x "
-          f"{args.eval_windows} windows, logs in {out}")
+          f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, logs in {out}")
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
 
     if args.resume_check:
