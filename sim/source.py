@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import fcntl
 import os
 import pickle
 import signal
@@ -28,6 +30,7 @@ YIELD_EVERY = 512  # frames between cooperative yields to the event loop
 BATCH_FRAMES = 512  # frames per message from the simulator process (one pickle, one pipe write)
 _LENGTH = struct.Struct("<I")  # byte length before each pickled batch
 _PIPE_LIMIT = 1 << 20  # stream buffer: a couple of batches read ahead, no more
+_PIPE_BYTES = 1 << 20  # the OS pipe: fewer, larger reads wake the writer less often
 
 
 class SimulatorFailed(RuntimeError):
@@ -121,9 +124,15 @@ class SimSource:
 
     async def _stop_process(self) -> None:
         process, self._process = self._process, None
-        if process is not None and process.returncode is None:
+        if process is None:
+            return
+        if process.returncode is None:
             process.kill()
-            await process.wait()
+        assert process.stdout is not None
+        # read to the end of the pipe: a reader paused on a full buffer never sees it, and wait() needs it
+        with contextlib.suppress(RuntimeError):  # frames() is reading: it will get the end of file itself
+            await process.stdout.read()
+        await process.wait()
 
     async def close(self) -> None:
         self._closed = True
@@ -165,5 +174,7 @@ if __name__ == "__main__":
     _parser.add_argument("--assets", required=True)
     _parser.add_argument("--faults", default="")
     _args = _parser.parse_args()
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a 1 MiB pipe, two batches, not one 64 KiB piece
+        fcntl.fcntl(sys.stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     _produce(sys.stdout.buffer, _args.seed, tuple(_args.assets.split(",")),
              FaultSpec.parse(_args.faults) if _args.faults else None)

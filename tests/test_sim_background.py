@@ -110,3 +110,13 @@ def test_ctrl_c_to_the_simulator_process_leaves_the_stream_to_the_engine() -> No
     n = 20000  # well past what the pipe had buffered when the signal arrived
     got = asyncio.run(run(n))
     assert got == list(itertools.islice(SimSource(6, assets=("BTC",)).iter_frames(), n))
+
+
+def test_close_returns_when_the_reader_stopped_on_a_full_buffer() -> None:
+    async def run() -> None:
+        src = SimSource(8)
+        async for _ in src.frames():
+            await asyncio.sleep(1.0)  # the engine busy elsewhere: the child fills the pipe and the read buffer
+            await asyncio.wait_for(src.close(), timeout=10.0)
+
+    asyncio.run(run())
