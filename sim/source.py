@@ -15,6 +15,7 @@ import os
 import pickle
 import signal
 import struct
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import fields
@@ -54,7 +55,8 @@ class SimSource:
         self.background = background  # False: frames() generates in this process too
         self._spec = (seed, tuple(assets), faults)
         self._closed = False
-        self._process: asyncio.subprocess.Process | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._transport: asyncio.ReadTransport | None = None
 
     @property
     def start_time(self) -> int:
@@ -90,23 +92,29 @@ class SimSource:
                 if n % YIELD_EVERY == 0:
                     await asyncio.sleep(0)  # let other tasks (dashboard, signals) run between batches
             return
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "sim.source", *self._worker_args(),
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, env=_worker_env(),
-            limit=_PIPE_LIMIT,
+        # a plain Popen with our own read transport: stopping it needs no await, so it also completes
+        # when the generator is finalized during the event loop's shutdown
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sim.source", *self._worker_args()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, env=_worker_env(),
         )  # fmt: skip
         self._process = process
-        assert process.stdout is not None
+        reader = asyncio.StreamReader(limit=_PIPE_LIMIT)
+        loop = asyncio.get_running_loop()
+        self._transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
         try:
             while not self._closed:
                 try:
-                    size = _LENGTH.unpack(await process.stdout.readexactly(_LENGTH.size))[0]
-                    blob = await process.stdout.readexactly(size)
+                    size = _LENGTH.unpack(await reader.readexactly(_LENGTH.size))[0]
+                    blob = await reader.readexactly(size)
                 except asyncio.IncompleteReadError:
                     if self._closed:
                         return
-                    code = await process.wait()
-                    raise SimulatorFailed(f"the simulator process ended (exit code {code})") from None
+                    for _ in range(500):  # the pipe ended: give the process a moment to be reaped
+                        if process.poll() is not None:
+                            break
+                        await asyncio.sleep(0.01)
+                    raise SimulatorFailed(f"the simulator process ended (exit code {process.returncode})") from None
                 batch = pickle.loads(blob)
                 if isinstance(batch, str):
                     raise SimulatorFailed(f"the simulator process failed: {batch}")
@@ -115,28 +123,26 @@ class SimSource:
                         return
                     yield Frame(t, feed, msg)
         finally:
-            await self._stop_process()
+            self._stop_process()
 
     def _worker_args(self) -> list[str]:
         seed, assets, faults = self._spec
         spec = ",".join(f"{f.name}={getattr(faults, f.name)!r}" for f in fields(FaultSpec)) if faults else ""
         return ["--seed", str(seed), "--assets", ",".join(assets), "--faults", spec]
 
-    async def _stop_process(self) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.returncode is None:
-            process.kill()
-        assert process.stdout is not None
-        # read to the end of the pipe: a reader paused on a full buffer never sees it, and wait() needs it
-        with contextlib.suppress(RuntimeError):  # frames() is reading: it will get the end of file itself
-            await process.stdout.read()
-        await process.wait()
+    def _stop_process(self) -> None:
+        process, transport = self._process, self._transport
+        self._process = self._transport = None
+        if transport is not None and not transport.is_closing():
+            transport.close()
+        if process is not None:
+            process.kill()  # nothing happens if it already ended
+            process.wait()  # reaps it at once: SIGKILL leaves nothing to wait for
+            process.stdout.close()  # type: ignore[union-attr]
 
     async def close(self) -> None:
         self._closed = True
-        await self._stop_process()
+        self._stop_process()
 
 
 def _worker_env() -> dict[str, str]:
