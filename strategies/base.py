@@ -52,6 +52,20 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {"standard": FEATURE_NAMES, "extended
 FEATURE_SET_IDS: dict[str, int] = {"standard": 1, "extended": 2}  # the id checkpoint stats record
 
 
+# 15-minute log-return std per asset (DESIGN.md calibration table) over sqrt(900 s): per sqrt(second)
+DEFAULT_INDEX_VOL = {
+    "BTC": 0.0022 / 30.0,
+    "ETH": 0.0029 / 30.0,
+    "SOL": 0.0033 / 30.0,
+    "XRP": 0.0028 / 30.0,
+}
+
+
+def default_index_vol(asset: str) -> float:
+    """Index volatility per sqrt(second) to assume while too few prices were seen to measure it."""
+    return DEFAULT_INDEX_VOL.get(asset, 0.003 / 30.0)
+
+
 class Action(IntEnum):
     """HOLD does nothing; BUY goes long UP (or closes a DOWN); SELL goes long DOWN (or closes an UP)."""
 
@@ -116,9 +130,7 @@ class MarketState:
         """Time-left-scaled log distance of the index from price_to_beat; None while either is unknown."""
         if self.index_price <= 0.0 or self.price_to_beat <= 0.0:
             return None
-        from strategies.baselines import DEFAULT_INDEX_VOL  # late import: baselines imports this module
-
-        vol = self.index_vol or DEFAULT_INDEX_VOL.get(self.asset, 0.0001)
+        vol = self.index_vol or default_index_vol(self.asset)
         spread = vol * math.sqrt(max(self.seconds_left, 0.5))  # half a tick left still has some spread
         return math.log(self.index_price / self.price_to_beat) / spread
 

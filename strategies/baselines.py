@@ -12,16 +12,8 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from strategies.base import Action, MarketState, Strategy
+from strategies.base import Action, MarketState, Strategy, default_index_vol
 
-# 15-minute log-return std per asset (DESIGN.md calibration table) over sqrt(900 s): per sqrt(second)
-DEFAULT_INDEX_VOL = {
-    "BTC": 0.0022 / 30.0,
-    "ETH": 0.0029 / 30.0,
-    "SOL": 0.0033 / 30.0,
-    "XRP": 0.0028 / 30.0,
-}
-_FALLBACK_INDEX_VOL = 0.003 / 30.0
 _EXTREME = 0.05  # do not open momentum-style trades when the prob is this close to 0 or 1
 
 
@@ -233,7 +225,7 @@ class FairValueStrategy(_PerMarketStrategy):
     def fair_up(self, state: MarketState) -> float | None:
         if state.index_price <= 0.0 or state.price_to_beat <= 0.0:
             return None
-        vol = state.index_vol or DEFAULT_INDEX_VOL.get(state.asset, _FALLBACK_INDEX_VOL)
+        vol = state.index_vol or default_index_vol(state.asset)
         return digital_up_probability(state.index_price, state.price_to_beat, vol, state.seconds_left)
 
     def decide(self, state: MarketState) -> Action:

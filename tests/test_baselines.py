@@ -7,9 +7,8 @@ import math
 import pytest
 
 from strategies import STRATEGY_NAMES, create_strategy
-from strategies.base import Action, MarketState
+from strategies.base import DEFAULT_INDEX_VOL, Action, MarketState
 from strategies.baselines import (
-    DEFAULT_INDEX_VOL,
     FadeSpikeStrategy,
     FairValueStrategy,
     GatingStrategy,
