@@ -41,6 +41,7 @@ from py_clob_client_v2 import (
     MarketOrderArgs,
     OrderType,
     PartialCreateOrderOptions,
+    TradeParams,
 )
 from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
@@ -434,11 +435,13 @@ class LiveBroker:
         if worst is None:
             self.skipped.empty_book += 1
             return None
-        if shares + _EPS < rules.min_size:
+        limit = _ceil_grid(worst, tick)
+        # the venue checks the order's own size (dollars / limit), the book walk the likely fill
+        if min(shares, amount / limit) + _EPS < rules.min_size:
             self.skipped.below_min_size += 1
             return None
         try:
-            response = self._send(info, token, "BUY", amount, _ceil_grid(worst, tick), rules)
+            response = self._send(info, token, "BUY", amount, limit, rules)
         except _Refused:
             return None
         fill = self._fill(response, "BUY", rules)
@@ -496,10 +499,9 @@ class LiveBroker:
         except PolyApiException as exc:
             message = _message(exc.error_msg)
             self._check_fatal(exc.status_code, message)
-            if exc.status_code is None:
-                # the order may have reached the venue: its fill is unknown until reconciled
-                self.skipped.unknown_outcome += 1
-            self._reject(_classify(exc.status_code, message), what, f"{message} (status {exc.status_code})")
+            response = self._recover(signed, rules, what) if exc.status_code is None else None
+            if response is None:
+                self._reject(_classify(exc.status_code, message), what, f"{message} (status {exc.status_code})")
         self.orders_sent += 1
         if not isinstance(response, dict) or not response.get("success", False) or response.get("errorMsg"):
             message = _message(response.get("errorMsg") if isinstance(response, dict) else response)
@@ -534,6 +536,38 @@ class LiveBroker:
             builder=signed.builder,
         )
         return ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer).build_signed_order(data)
+
+    def _recover(self, signed: object, rules: _Rules, what: str) -> dict | None:
+        """The answer to an order whose response was lost in transit, rebuilt from the venue's records
+        (the order by its hash, then its trades); None when the venue never saw it. When the venue
+        cannot be asked either, the order counts as `unknown_outcome` and a buy's dollars count against
+        the run cap as if spent (the safe side)."""
+        if not isinstance(signed, SignedOrderV2):
+            return None
+        contracts = get_contract_config(self.client.chain_id)
+        exchange = contracts.neg_risk_exchange_v2 if rules.neg_risk else contracts.exchange_v2
+        builder = ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer)
+        order_id = builder.build_order_hash(builder.build_order_typed_data(signed))
+        buy = int(signed.side) == 0
+        try:
+            order = self.client.get_order(order_id)
+            trades = [t for tid in order.get("associate_trades") or []
+                      for t in self.client.get_trades(TradeParams(id=tid), only_first_page=True)]
+        except PolyApiException as exc:
+            if exc.status_code == 404:
+                return None  # never reached the book: nothing traded
+            self.skipped.unknown_outcome += 1
+            if buy:
+                self.spent += int(signed.makerAmount) / 1e6
+            log.error("order %s (%s): answer lost and the venue cannot be asked (%s); it may have traded",
+                      order_id, what, _message(exc.error_msg))
+            return None
+        shares = sum(float(t["size"]) for t in trades)
+        cash = sum(float(t["size"]) * float(t["price"]) for t in trades)
+        log.warning("order %s (%s): answer lost; the venue's records show %.4f shares traded", order_id, what, shares)
+        making, taking = (cash, shares) if buy else (shares, cash)
+        return {"success": True, "errorMsg": "", "orderID": order_id, "status": str(order.get("status", "")).lower(),
+                "makingAmount": f"{making:.6f}", "takingAmount": f"{taking:.6f}"}
 
     def _fill(self, response: dict, side: str, rules: _Rules) -> _VenueFill | None:
         """What the venue says traded: making/taking amounts (gross), fee at the market's rate."""

@@ -162,11 +162,13 @@ class FakeClob:
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request
         self.balance_updates = 0  # calls of /balance-allowance/update
         self.trades: dict[str, FakeTrade] = {}
+        self.orders: dict[str, dict] = {}  # accepted orders by id, as GET /data/order/{id} shows them
         self._books: dict[str, dict[str, list[Resting]]] = {}
         self._token_market: dict[str, FakeMarket] = {}
         self._keys: dict[str, IssuedKey] = {}
         self._keys_by_owner: dict[tuple[str, int], IssuedKey] = {}
         self._faults: dict[str, deque[tuple[int, str]]] = {}
+        self._drop_answers: dict[str, int] = {}
         self._seq = itertools.count()
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -212,9 +214,16 @@ class FakeClob:
                 w.pending.clear()
 
     def fail_next(self, path: str, status: int, error: str, times: int = 1) -> None:
-        """Answer the next `times` requests to `path` with `status` and `{"error": error}`."""
+        """Answer the next `times` requests to `path` (or under it, when it ends in "/") with `status` and
+        `{"error": error}`."""
         with self._lock:
             self._faults.setdefault(path, deque()).extend([(status, error)] * times)
+
+    def drop_answer_next(self, path: str, times: int = 1) -> None:
+        """Process the next `times` requests to `path`, then close the connection without answering
+        (an answer lost in transit: the client cannot tell whether the order traded)."""
+        with self._lock:
+            self._drop_answers[path] = self._drop_answers.get(path, 0) + times
 
     def issue_key(self, address: str, nonce: int = 0) -> IssuedKey:
         """The credentials the venue holds for (address, nonce), created if new."""
@@ -268,6 +277,7 @@ class FakeClob:
             (post, "/order", self._post_order), (delete, "/order", self._cancel),
             (delete, "/orders", self._cancel_many), (delete, "/cancel-all", self._cancel_all),
             (get, "/data/orders", self._open_orders), (get, "/data/trades", self._trades),
+            (get, "/data/order/{order_id}", self._order),
             (get, "/balance-allowance/update", self._balance_update),
         ]
         for method, path, handler in routes:
@@ -283,13 +293,18 @@ class FakeClob:
             body = await request.text()
             with self._lock:
                 self.requests.append((request.method, request.path))
-                faults = self._faults.get(request.path)
+                # a fault path ending in "/" covers every path under it ("/data/order/")
+                faults = self._faults.get(request.path) or self._faults.get(request.path.rsplit("/", 1)[0] + "/")
                 try:
                     if faults:
                         raise _Reject(*faults.popleft())
                     result = handler(request, body)
                 except _Reject as exc:
                     return web.json_response({"error": exc.error}, status=exc.status)
+                drop = self._drop_answers.get(request.path, 0)
+                if drop:
+                    self._drop_answers[request.path] = drop - 1
+                    request.transport.close()
             if isinstance(result, str):
                 return web.Response(text=result)
             return web.json_response(result)
@@ -533,6 +548,11 @@ class FakeClob:
                 self._books[token][own_side].append(Resting(order_id, price, left, next(self._seq), key.api_key))
                 status = "live"
         making, taking = (cash, shares) if side == "BUY" else (shares, cash)
+        self.orders[order_id] = {
+            "id": order_id, "status": status.upper(), "owner": key.api_key, "asset_id": token, "side": side,
+            "price": str(round(price, 6)), "original_size": _fmt(taker if side == "BUY" else maker),
+            "size_matched": _fmt(shares), "order_type": order_type, "associate_trades": trade_ids,
+        }
         return {
             "success": True,
             "errorMsg": "",
@@ -576,12 +596,19 @@ class FakeClob:
         ]
         return {"data": data, "next_cursor": "LTE=", "limit": 100, "count": len(data)}
 
+    def _order(self, request: web.Request, body: str) -> dict:
+        key = self._l2(request, body)
+        order = self.orders.get(request.match_info["order_id"])
+        if order is None or order["owner"] != key.api_key:
+            raise _Reject(404, "order not found")
+        return order
+
     def _trades(self, request: web.Request, body: str) -> dict:
         self._l2(request, body)
         wanted = request.query.get("id")
         data = [
             {"id": t.id, "taker_order_id": t.taker_order_id, "asset_id": t.asset_id, "side": t.side,
-             "price": str(t.price), "size": str(t.size), "status": "CONFIRMED", "transaction_hash": "0x" + "ab" * 32,
+             "price": str(t.price), "size": f"{t.size:.6f}", "status": "CONFIRMED", "transaction_hash": "0x" + "ab" * 32,
              "trader_side": "TAKER"}
             for t in self.trades.values() if wanted in (None, t.id)
         ]

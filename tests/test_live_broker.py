@@ -287,7 +287,6 @@ def test_401_on_an_order_is_fatal(clob, make_broker):
 def test_order_signed_by_another_key_fails_the_fakes_signature_check(clob, wallet, make_broker):
     account, funder = wallet
     broker = make_broker()
-    broker.execute(Action.HOLD, market_info(), None, None, None, 0, 0, 0, 0)
     clob.set_book(UP_TOKEN, asks=[(0.50, 100)])
     intruder = ClobClient(clob.url, 137, key=Account.create().key.hex(), signature_type=2, funder=funder)
     args = MarketOrderArgs(token_id=UP_TOKEN, amount=10.0, side="BUY", price=0.5, order_type=OrderType.FAK)
@@ -376,3 +375,28 @@ def test_private_key_never_appears_in_errors_reprs_or_logs(clob, wallet, caplog)
 
     assert texts and all(key_hex.lower() not in text.lower() for text in texts)
     assert "maker address not allowed" in texts[0]  # the EOA refusal explains the venue's answer
+
+
+def test_lost_answer_is_reconciled_from_the_venues_order_and_trades(clob, wallet, make_broker):
+    _, funder = wallet
+    broker = make_broker()
+    book = show(clob, UP_TOKEN, asks=[(0.50, 10), (0.52, 100)])
+    clob.drop_answer_next("/order")
+
+    pos = buy_up(broker, book, dollars=10.0).position
+
+    assert pos is not None and pos.cost == pytest.approx(10.0, abs=1e-6)
+    assert pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-3)
+    assert broker.skipped.unknown_outcome == 0 and broker.spent == pytest.approx(10.0, abs=1e-6)
+
+
+def test_lost_answer_the_venue_cannot_confirm_counts_as_unknown_and_against_the_cap(clob, make_broker):
+    broker = make_broker(max_total_dollars=15.0)
+    book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
+    clob.drop_answer_next("/order")
+    clob.fail_next("/data/order/", 503, "service unavailable")
+
+    assert buy_up(broker, book, dollars=10.0).position is None
+    assert broker.skipped.unknown_outcome == 1 and broker.skipped.rejected == {"network": 1}
+    buy_up(broker, book, dollars=10.0)
+    assert clob.posted[-1]["order"]["makerAmount"] == "5000000"  # the lost $10 counts as spent
