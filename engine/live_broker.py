@@ -11,9 +11,11 @@ Documented choices:
   is better than none; FOK can be chosen with `order_type="FOK"`.
 - Fills are booked from the venue's answer (`makingAmount` / `takingAmount`), never from the book we
   priced from. The fee is the market's (`fd` of the market info the client fetches) applied at the
-  fill's average price: exact for a one-level fill; across levels it overstates the venue's per-fill
-  fee by `shares * rate * variance(p)` (p(1-p) is concave), a fraction of a cent at these sizes.
-  Taken in shares on buys (we hold `taking - fee / price`), in USDC on sells.
+  fill's average price: exact for a one-level fill; across levels the USDC value overstates the
+  venue's per-fill fees by `shares * rate * variance(p)` (p(1-p) is concave), a fraction of a cent.
+  Taken in shares on buys: the shares we book, `taking - fee / price`, equal the venue's per-level
+  deductions exactly when the exponent is 1 (sum of q_i * rate * (1 - p_i) = S * rate * (1 - avg p)).
+  Taken in USDC on sells. That `takingAmount` of a buy is gross of the share fee is an inference.
 - Shares bought are not sellable until the venue credits them: a SELL refused with `not enough balance /
   allowance` asks the venue to refresh the balance and leaves the position open, so the next exit
   decision retries; `close_at_book` retries a bounded number of times with backoff.
@@ -29,7 +31,7 @@ import logging
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import NoReturn
 
@@ -255,6 +257,8 @@ class LiveBroker:
                     "the CLOB refused the API credentials (401); check POLYMARKET_API_KEY/SECRET/PASSPHRASE "
                     "or unset them to derive them from the private key."
                 ) from None
+            if exc.status_code is None:
+                raise LiveBrokerError(f"the CLOB at {host} is unreachable (set UPDOWN_CLOB_URL to change it).") from None
             raise LiveBrokerError(
                 f"could not set up the CLOB session at {host}: {_message(exc.error_msg)} (status {exc.status_code})."
             ) from None
@@ -262,9 +266,24 @@ class LiveBroker:
             raise LiveBrokerError(f"could not set up the CLOB session at {host}: {exc.msg}.") from None
 
     @classmethod
-    def from_env(cls, **caps: float) -> LiveBroker:
-        """Credentials from POLYMARKET_*, host from UPDOWN_CLOB_URL; `caps` are the keyword arguments."""
-        return cls(LiveCredentials.from_env(), Endpoints.from_env().clob, **caps)
+    def from_env(
+        cls,
+        *,
+        max_order_dollars: float,
+        max_total_dollars: float,
+        max_slippage: float = 0.05,
+        order_type: str = OrderType.FAK,
+        environ: Mapping[str, str] | None = None,
+    ) -> LiveBroker:
+        """Credentials from the POLYMARKET_* variables, the host from UPDOWN_CLOB_URL (default the venue)."""
+        return cls(
+            LiveCredentials.from_env(environ),
+            Endpoints.from_env(environ).clob,
+            max_order_dollars=max_order_dollars,
+            max_total_dollars=max_total_dollars,
+            max_slippage=max_slippage,
+            order_type=order_type,
+        )
 
     def __repr__(self) -> str:
         return f"LiveBroker(address={self.address}, funder={self.funder}, host={self.client.host})"

@@ -114,7 +114,7 @@ def test_buy_walking_two_levels_books_the_venues_shares_price_and_fee(clob, wall
     assert pos.entry_price == pytest.approx(10.0 / gross, abs=1e-6)
     venue_charged = venue_fee(10, 0.50, 0.07) + venue_fee(5.0 / 0.52, 0.52, 0.07)
     assert pos.entry_fee == pytest.approx(venue_charged, abs=3e-4)  # fee at the average price, see module doc
-    assert pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-3)
+    assert pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=2e-5)  # exact up to fee rounding
     posted = clob.posted[-1]
     assert posted["orderType"] == "FAK" and posted["order"]["side"] == "BUY"
     assert posted["order"]["makerAmount"] == "10000000"  # $10.00
@@ -400,3 +400,13 @@ def test_lost_answer_the_venue_cannot_confirm_counts_as_unknown_and_against_the_
     assert broker.skipped.unknown_outcome == 1 and broker.skipped.rejected == {"network": 1}
     buy_up(broker, book, dollars=10.0)
     assert clob.posted[-1]["order"]["makerAmount"] == "5000000"  # the lost $10 counts as spent
+
+
+def test_from_env_reads_credentials_and_the_clob_url(clob, wallet):
+    account, funder = wallet
+    env = env_for(account, funder, UPDOWN_CLOB_URL=clob.url)
+
+    broker = LiveBroker.from_env(max_order_dollars=5.0, max_total_dollars=20.0, environ=env)
+
+    assert broker.client.host == clob.url and broker.funder == funder and broker.address == account.address
+    assert ("POST", "/auth/api-key") in clob.requests and ("GET", "/auth/api-keys") in clob.requests
