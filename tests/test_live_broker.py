@@ -410,3 +410,19 @@ def test_from_env_reads_credentials_and_the_clob_url(clob, wallet):
 
     assert broker.client.host == clob.url and broker.funder == funder and broker.address == account.address
     assert ("POST", "/auth/api-key") in clob.requests and ("GET", "/auth/api-keys") in clob.requests
+
+
+def test_fake_refuses_limit_orders_off_the_tick_grid_or_below_the_minimum_size(clob, make_broker):
+    broker = make_broker()
+    off_grid = broker.client.builder.build_order(
+        OrderArgs(token_id=UP_TOKEN, price=0.505, size=10, side="BUY"), CreateOrderOptions("0.001", False)
+    )
+    small = broker.client.create_order(OrderArgs(token_id=UP_TOKEN, price=0.40, size=3, side="BUY"))
+
+    with pytest.raises(PolyApiException) as tick_refusal:
+        broker.client.post_order(off_grid, OrderType.GTC)
+    with pytest.raises(PolyApiException) as size_refusal:
+        broker.client.post_order(small, OrderType.GTC)
+
+    assert "breaks minimum tick size rule: 0.01" in tick_refusal.value.error_msg["error"]
+    assert "Size (3) lower than the minimum: 5" in size_refusal.value.error_msg["error"]
