@@ -12,7 +12,15 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBatch, _one_blas_thread, _openblas_threads
+from strategies import ppo_kernels
+from strategies.rl_mlx import (
+    PPOConfig,
+    RLStrategy,
+    RolloutBatch,
+    _NumpyPPO,
+    _one_blas_thread,
+    _openblas_threads,
+)
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 
@@ -38,7 +46,19 @@ def _phase5_agent(tmp_path: Path, config: PPOConfig | None = None) -> RLStrategy
     return RLStrategy.from_checkpoint(tmp_path / "rl_model", config=config, seed=0)
 
 
-def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(tmp_path: Path) -> None:
+@pytest.fixture(params=["fused", "plain"])
+def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Run a test on the compiled (numba) loops and on the plain numpy path, which must agree."""
+    if request.param == "plain":
+        monkeypatch.setattr(ppo_kernels, "AVAILABLE", False)
+    else:
+        assert ppo_kernels.AVAILABLE, "numba is a dependency: the compiled loops must be in use"
+    return request.param
+
+
+def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(
+    tmp_path: Path, kernels: str
+) -> None:
     agent = _phase5_agent(tmp_path)
     batch = _batch(64, seed=1)
     arrays = agent._arrays(batch)
@@ -51,7 +71,8 @@ def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(t
     (_, parts), grads = loss_and_grad(agent.model, *(mx.array(a) for a in arrays))
     expected = {k: np.array(v) for k, v in tree_flatten(grads)}
 
-    trainer = agent._numpy_ppo
+    trainer = _NumpyPPO(agent.expected_shapes(), agent.config)
+    assert trainer.fused == (kernels == "fused")
     trainer.load(agent.weights())
     metrics = trainer.gradients(*arrays)
     np.testing.assert_allclose(metrics, np.array(parts), rtol=1e-5, atol=1e-6)
@@ -63,7 +84,9 @@ def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(t
 
 
 @pytest.mark.parametrize("feature_set", ["standard", "extended"])
-def test_numpy_update_gives_the_weights_and_metrics_of_the_compiled_mlx_update(feature_set: str) -> None:
+def test_numpy_update_gives_the_weights_and_metrics_of_the_compiled_mlx_update(
+    feature_set: str, kernels: str
+) -> None:
     def trained(backend: str) -> tuple[dict[str, np.ndarray], dict]:
         base = replace(PPOConfig(n_epochs=3, batch_size=64, update_backend=backend), feature_set=feature_set)
         config = replace(base, input_dim=25 if feature_set == "extended" else 18)
@@ -118,3 +141,42 @@ def test_update_matmuls_run_on_one_blas_thread_and_the_count_is_restored() -> No
         assert _openblas_threads(2) == 2
     finally:
         _openblas_threads(previous)
+
+
+def _at_offset(values: np.ndarray, offset: int) -> np.ndarray:
+    """A copy of `values` starting `offset` floats into a fresh buffer (another memory alignment)."""
+    buffer = np.empty(values.size + 16, dtype=values.dtype)
+    view = buffer[offset : offset + values.size].reshape(values.shape)
+    view[...] = values
+    return view
+
+
+def test_compiled_loops_give_bitwise_identical_results_at_any_memory_alignment() -> None:
+    """Seeded runs must repeat exactly: vectorised sums may not depend on where numpy put an array."""
+    rng = np.random.default_rng(5)
+    a, d = (rng.standard_normal((64, 160)).astype(np.float32) for _ in range(2))
+    w, b, bias_in = (rng.standard_normal(160).astype(np.float32) for _ in range(3))
+    params, grads = rng.standard_normal(5000).astype(np.float32), rng.standard_normal(5000).astype(np.float32)
+    mask, lr = (np.arange(5000) % 3 == 0).astype(np.float32), np.full(5000, 1e-4, dtype=np.float32)
+    results = []
+    for offset in range(8):
+        xhat, out = _at_offset(np.zeros_like(a), offset), _at_offset(np.zeros_like(a), (offset * 3) % 8)
+        inv_std = np.empty((64, 2), dtype=np.float32)
+        ppo_kernels.layer_norm_forward(_at_offset(a, offset), bias_in, 64, w, b, xhat, inv_std, out)
+        h = np.tanh(out)
+        g_w, g_b, dx = (
+            _at_offset(np.zeros(160, np.float32), offset),
+            np.zeros(160, np.float32),
+            np.empty_like(a),
+        )
+        ppo_kernels.layer_norm_tanh_backward(_at_offset(d, offset), h, xhat, inv_std, 64, w, g_w, g_b, dx)
+        p, m, v = (
+            _at_offset(params, offset),
+            np.zeros(5000, np.float32),
+            _at_offset(np.zeros(5000, np.float32), 1),
+        )
+        ppo_kernels.clip_and_adam(p, _at_offset(grads, offset), m, v, mask, lr, 0.5, 0.9, 0.999, 1e-8)
+        results.append([xhat.copy(), inv_std, out.copy(), g_w.copy(), g_b, dx, p.copy(), m, v.copy()])
+    for other in results[1:]:
+        for got, first in zip(other, results[0], strict=True):
+            np.testing.assert_array_equal(got, first)
