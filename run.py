@@ -95,6 +95,17 @@ def build_parser() -> CliParser:
     p.add_argument("--sim-faults", default=None, metavar="SPEC",
                    help="simulator fault injection, e.g. drop=0.01,garbage=0.001,stall=0.001")
     p.add_argument("--no-tui", action="store_true", help="plain console output instead of the live dashboard")
+    live = p.add_argument_group("live orders (real money; credentials from POLYMARKET_* variables, see README)")
+    live.add_argument("--live", action="store_true",
+                      help="send real orders to Polymarket's CLOB V2 instead of paper fills (needs --source live)")
+    live.add_argument("--max-total-dollars", type=positive_float, default=None, metavar="USD",
+                      help="required with --live: stop opening positions once entries have committed this much")
+    live.add_argument("--max-order-dollars", type=positive_float, default=None, metavar="USD",
+                      help="cap per order (default: the position size, --size x 0.5)")
+    live.add_argument("--max-slippage", type=positive_float, default=0.05, metavar="PRICE",
+                      help="how far past the best price an order's limit may go (default 0.05)")
+    live.add_argument("--order-type", choices=("FAK", "FOK"), default="FAK",
+                      help="FAK fills what it can and cancels the rest (default); FOK all or nothing")
     return p
 
 
@@ -122,6 +133,17 @@ def validate(args: argparse.Namespace) -> Options:
         raise BadInput("--replay FILE is only used with --source replay")
     if args.source == "live" and args.speed not in (None, 1.0):
         raise BadInput("--speed applies to --source sim and replay; live markets run in real time")
+    if args.live:
+        if args.source != "live":
+            raise BadInput("--live sends real orders and needs --source live (sim and replay trade on paper)")
+        if args.max_total_dollars is None:
+            raise BadInput("--live needs --max-total-dollars USD, the most this run may commit to entries")
+        if args.fill != "book":
+            raise BadInput("--fill chooses how paper orders fill; with --live the venue fills them")
+        if args.max_slippage >= 1:
+            raise BadInput("--max-slippage is a price distance below 1 (e.g. 0.05)")
+    elif args.max_total_dollars is not None or args.max_order_dollars is not None:
+        raise BadInput("--max-total-dollars and --max-order-dollars apply only with --live")
     if args.sim_faults and args.source != "sim":
         raise BadInput("--sim-faults applies only to --source sim")
     if args.checkpoint_every and not args.train:
@@ -225,6 +247,29 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
     return source, clock
 
 
+def build_broker(opts: Options):
+    """None (paper fills) or the live broker, its credentials and caps checked before any order."""
+    args = opts.args
+    if not args.live:
+        return None
+    try:
+        from engine.live_broker import LiveBroker, LiveBrokerError
+    except ImportError:
+        raise BadInput("--live needs py-clob-client-v2: pip install -e '.[live]'") from None
+    try:
+        broker = LiveBroker.from_env(
+            max_order_dollars=args.max_order_dollars or args.size * 0.5,
+            max_total_dollars=args.max_total_dollars,
+            max_slippage=args.max_slippage,
+            order_type=args.order_type,
+        )
+    except LiveBrokerError as exc:
+        raise BadInput(str(exc).rstrip(".")) from None
+    print(f"[live] sending real orders as {broker.funder} (cap ${broker.max_total_dollars:,.2f} in entries, "
+          f"${broker.max_order_dollars:,.2f} per order, {broker.order_type})", file=sys.stderr)
+    return broker
+
+
 def endpoints_from_mapping(mapping: dict[str, str]):
     from streamers.endpoints import Endpoints
 
@@ -273,6 +318,7 @@ async def run(opts: Options) -> int:
     try:
         async with contextlib.AsyncExitStack() as stack:
             source, clock = await build_source(opts, stack)
+            broker = build_broker(opts)
             recorder = None
             if args.record:
                 from streamers.recording import Recorder, RecordingError
@@ -308,7 +354,7 @@ async def run(opts: Options) -> int:
                 strategy_name=args.strategy,
                 live_console=not args.no_tui,
             )
-            engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg)
+            engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg, broker=broker)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, engine.stop)

@@ -85,14 +85,19 @@ class _Market:
 
 
 class Engine:
-    def __init__(self, strategy: Strategy, source: Any, clock: Any, market_data: Any, cfg: EngineConfig) -> None:
+    def __init__(
+        self, strategy: Strategy, source: Any, clock: Any, market_data: Any, cfg: EngineConfig, broker: Any = None
+    ) -> None:
         self.strategy = strategy
         self.source = source
         self.clock = clock
         self.md = market_data
         self.cfg = cfg
         self.assets = tuple(sorted(cfg.assets))
-        self.broker = PaperBroker(cfg.fill)
+        self.broker = broker if broker is not None else PaperBroker(cfg.fill)
+        # a broker whose calls block on the network (live orders) runs them in a worker thread, one at a
+        # time, so the event loop keeps reading the feeds; frames are only applied between ticks either way
+        self._blocking_broker = bool(getattr(self.broker, "blocking", False))
         self.stats = RunStats()
         self.logs: RunLogs | None = None
         self._markets: dict[str, _Market] = {}
@@ -136,7 +141,7 @@ class Engine:
                 await self._run_virtual()
             else:
                 await self._run_realtime()
-            self._shutdown()
+            await self._shutdown()
         finally:
             if self.logs is not None:
                 self.logs.close()
@@ -221,7 +226,7 @@ class Engine:
             while k * step < t:
                 tick_time = k * step
                 advance(tick_time)
-                self._tick(tick_time)
+                await self._tick(tick_time)
                 k += 1
                 if self._finished:
                     return
@@ -247,7 +252,7 @@ class Engine:
                         k += behind
                         self.skipped_ticks += behind
                         tick_time = k * step
-                    self._tick(tick_time)
+                    await self._tick(tick_time)
                     k += 1
                     if self._finished:
                         return
@@ -289,7 +294,7 @@ class Engine:
             self._discovery_dirty = True
 
     # ---- the tick ---------------------------------------------------------------------------
-    def _tick(self, now: float) -> None:
+    async def _tick(self, now: float) -> None:
         self.broker.begin_tick()
         if self._discovery_dirty:
             self._sync_markets(now)
@@ -300,7 +305,7 @@ class Engine:
         # (1) settle markets whose window ended
         expired = [m for m in self._order if m.info.end <= now]
         for m in expired:
-            self._try_settle(m, now)
+            await self._try_settle(m, now)
         if self._end_reached(now):
             self._finished = True
             return
@@ -345,7 +350,8 @@ class Engine:
             for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
                 reward = 0.0
                 if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
-                    result = self.broker.execute(
+                    result = await self._broker_call(
+                        self.broker.execute,
                         Action(int(action)), m.info, m.position, up_book, down_book, dollars, now, m.prob,
                         self._underlying_change(m, state.index_price),
                     )
@@ -426,7 +432,7 @@ class Engine:
             return None
         return "Up" if final >= ptb else "Down"  # ties go to Up
 
-    def _try_settle(self, m: _Market, now: float) -> None:
+    async def _try_settle(self, m: _Market, now: float) -> None:
         outcome = self._outcome(m)
         if outcome is None and now < m.info.end + self.cfg.settle_grace_seconds:
             return  # wait for the outcome without trading this market
@@ -436,7 +442,8 @@ class Engine:
         if m.position is not None:
             if outcome is None:
                 self.stats.unresolved_closes += 1
-                record = self.broker.close_at_book(
+                record = await self._broker_call(
+                    self.broker.close_at_book,
                     m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
                     now, m.prob, change, EXIT_UNRESOLVED,
                 )
@@ -476,7 +483,12 @@ class Engine:
         if self.logs is not None:
             self.logs.write_trade(record)
 
-    def _shutdown(self) -> None:
+    async def _broker_call(self, method: Callable[..., Any], *args: Any) -> Any:
+        if self._blocking_broker:
+            return await asyncio.to_thread(method, *args)
+        return method(*args)
+
+    async def _shutdown(self) -> None:
         """End of run: close what is still open at the book and end every market the strategy knows."""
         self.broker.begin_tick()
         now = self.clock.now()
@@ -487,7 +499,8 @@ class Engine:
             record: TradeRecord | None = None
             if m.position is not None:
                 self.stats.shutdown_closes += 1
-                record = self.broker.close_at_book(
+                record = await self._broker_call(
+                    self.broker.close_at_book,
                     m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
                     now, m.prob, self._underlying_change(m, self.md.chainlink_price(m.info.asset)),
                     EXIT_SHUTDOWN,
@@ -495,6 +508,9 @@ class Engine:
                 m.position = None
                 self._book_trade(m, record)
             self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)
+        close_all = getattr(self.broker, "close_all", None)  # live: cancel anything left resting on the venue
+        if close_all is not None:
+            await self._broker_call(close_all)
 
 
 def _count(value: Any) -> int:

@@ -199,6 +199,8 @@ def _classify(status: int | None, message: str) -> str:
 
 
 class LiveBroker:
+    blocking = True  # every call may wait on HTTP: the engine runs it in a worker thread
+
     def __init__(
         self,
         credentials: LiveCredentials,

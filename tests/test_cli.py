@@ -43,6 +43,11 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "rl", "--load", "model.safetensors"], "without extension"),
         (["--strategy", "rl", "--save", "x"], "--save needs --train"),
         (["--strategy", "momentum", "--source", "live", "--speed", "5"], "real time"),
+        (["--strategy", "momentum", "--live", "--max-total-dollars", "10"], "needs --source live"),
+        (["--strategy", "momentum", "--source", "live", "--live"], "--max-total-dollars"),
+        (["--strategy", "momentum", "--source", "live", "--live", "--max-total-dollars", "10", "--fill", "mid"],
+         "venue fills them"),
+        (["--strategy", "momentum", "--max-order-dollars", "5"], "only with --live"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:
