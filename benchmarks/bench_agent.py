@@ -5,7 +5,9 @@ usage: python benchmarks/bench_agent.py [--repeats N] [--skip-mlx-update]
 Prints: act_batch latency for a 4-market tick in eval and train mode (median, p99), the largest
 difference between the numpy decision network and the MLX networks, one PPO update on a full buffer
 (256 transitions x 10 epochs x batch 64, KL early stop off so every update runs all 40 minibatch
-steps) for the default numpy backend and the compiled MLX step, save and load times, file sizes.
+steps) for the default numpy backend and the compiled MLX step, where one minibatch step's time goes
+(forward, loss, backward, clip + Adam) with the numba loops and on the plain numpy path, save and load
+times, file sizes.
 Timings are wall-clock on whatever else the machine is running: repeat and compare medians.
 """
 
@@ -25,8 +27,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from strategies import ppo_kernels
 from strategies.base import MarketState
-from strategies.rl_mlx import PPOConfig, RLStrategy
+from strategies.rl_mlx import PPOConfig, RLStrategy, _NumpyPPO, _one_blas_thread
 
 
 def _timings(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -123,6 +126,50 @@ def bench_update(repeats: int, backend: str) -> None:
     )
 
 
+def _best_block_median(fn: Callable[[], object], calls: int = 300, blocks: int = 7) -> float:
+    """µs per call: the second-best of `blocks` block means (this machine's speed drifts with its neighbours)."""
+    for _ in range(50):
+        fn()
+    means = []
+    for _ in range(blocks):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        means.append((time.perf_counter() - start) / calls * 1e6)
+    return sorted(means)[1]
+
+
+def bench_step_parts() -> None:
+    """Where one 64-row minibatch step goes, with the compiled loops (default) and on the plain numpy path."""
+    agent = RLStrategy(seed=1)
+    rng = np.random.default_rng(0)
+    n, dim = 64, agent.config.input_dim
+    features = rng.standard_normal((n, dim)).astype(np.float32)
+    history = rng.standard_normal((n, agent.config.history_len * dim)).astype(np.float32)
+    actions = rng.integers(0, 3, n)
+    old = np.full(n, np.log(1 / 3), dtype=np.float32)
+    advantages, returns = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
+    batch = (features, history, actions, old, advantages, returns)
+    for label, fused in (("compiled loops", True), ("plain numpy   ", False)):
+        if fused and not ppo_kernels.AVAILABLE:
+            print("minibatch step [compiled loops]: numba is not installed")
+            continue
+        trainer = _NumpyPPO(agent.expected_shapes(), agent.config, fused=fused)
+        trainer.load(agent.weights())
+        with _one_blas_thread():
+            step = _best_block_median(lambda t=trainer: t.step(*batch))
+            forward = _best_block_median(lambda t=trainer: t.net.forward(features, history))
+            d_out = (rng.standard_normal((n, 4)) * 0.01).astype(np.float32)
+            backward = _best_block_median(lambda t=trainer, d=d_out: t.net.backward(d))
+            gradients = _best_block_median(lambda t=trainer: t.gradients(*batch))
+            adam = _best_block_median(trainer._clip_and_apply)
+        print(
+            f"minibatch step [{label}]: {step:6.0f} µs = forward {forward:4.0f} + loss "
+            f"{max(gradients - forward - backward, 0):3.0f} + backward {backward:4.0f} + clip/Adam {adam:3.0f} "
+            f"(best-block means)"
+        )
+
+
 def bench_persistence(repeats: int) -> None:
     agent = RLStrategy(seed=2)
     with tempfile.TemporaryDirectory() as folder:
@@ -149,6 +196,7 @@ def main() -> None:
     bench_decisions(args.repeats)
     bench_numpy_vs_mlx()
     bench_update(max(5, args.repeats // 100), "numpy")
+    bench_step_parts()
     if not args.skip_mlx_update:
         bench_update(5, "mlx")
     bench_persistence(max(5, args.repeats // 100))
