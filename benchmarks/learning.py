@@ -275,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fills", default="book,mid", help="fill modes to evaluate (book, mid or both)")
     p.add_argument("--baselines", default=",".join(BASELINES), help="rule strategies to evaluate beside rl")
     p.add_argument("--agent-seed", type=int, default=0, help="seed of the agent's weights and sampling")
+    p.add_argument("--agent-seeds", type=seeds_arg, default=None,
+                   help="train one agent per seed (comma list) on the same frames; prints the mean and spread")
     p.add_argument("--load", metavar="NAME", help="evaluate this checkpoint instead of training one")
     p.add_argument("--resume-check", action="store_true",
                    help="train on the first half of --train-seeds, save, load, train on the rest; vs straight")
@@ -302,31 +304,69 @@ def main(argv: list[str] | None = None) -> int:
         print_commands(bench)
         return 0
 
-    model = args.load or str(out / "rl_model")
-    if not args.load:
-        agent = bench.new_agent(args.agent_seed)
-        results["training"] = bench.train(agent, args.train_seeds, args.train_windows, "rl", model)
-
-    outcomes: list[Outcome] = []
-    for fill in fills:
-        rl = bench.evaluate(lambda s: RLStrategy.from_checkpoint(model, seed=s), "rl", args.eval_seeds,
-                            args.eval_windows, fill, "", load=model)
-        rules = [
+    agent_seeds = args.agent_seeds or [args.agent_seed]
+    if args.load and len(agent_seeds) > 1:
+        raise SystemExit("--load evaluates one saved model; --agent-seeds trains several")
+    several = len(agent_seeds) > 1
+    # the rule baselines do not depend on the agent: run once, shown beside every agent seed
+    rules_by_fill = {
+        fill: [
             bench.evaluate(lambda s, n=name: create_strategy(n, seed=s), name, args.eval_seeds, args.eval_windows,
                            fill, "")
             for name in args.baselines.split(",") if name
         ]
-        outcomes += [rl, *rules]
-        print_table([rl, *rules], f"held-out evaluation, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
-        fair = next((o for o in rules if o.strategy == "fair_value"), None)
-        if fair is not None:
-            print(ratio_line(rl, fair))
-        print(verdict(rl, rules))
+        for fill in fills
+    }
+    outcomes: list[Outcome] = [o for rules in rules_by_fill.values() for o in rules]
+    runs: list[dict] = []
+    for agent_seed in agent_seeds:
+        tag = f"a{agent_seed}" if several else ""
+        model = args.load or str(out / (f"rl_model_{tag}" if several else "rl_model"))
+        run: dict = {"agent_seed": agent_seed, "model": model}
+        if not args.load:
+            if several:
+                bench.say(f"agent seed {agent_seed}:")
+            agent = bench.new_agent(agent_seed)
+            run["training"] = bench.train(agent, args.train_seeds, args.train_windows, f"rl{tag}", model)
+        for fill in fills:
+            rl = bench.evaluate(lambda s, m=model: RLStrategy.from_checkpoint(m, config=config, seed=s), "rl",
+                                args.eval_seeds, args.eval_windows, fill, tag, load=model)
+            outcomes.append(rl)
+            rules = rules_by_fill[fill]
+            print_table([rl, *rules], f"held-out evaluation, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
+            fair = next((o for o in rules if o.strategy == "fair_value"), None)
+            if fair is not None:
+                print(ratio_line(rl, fair))
+                run[f"ratio_{fill}"] = rl.pnl / fair.pnl if fair.pnl else float("nan")
+            run[f"pnl_{fill}"] = rl.pnl
+            print(verdict(rl, rules))
+        runs.append(run)
+    if several:
+        results["agent_seeds"] = runs
+        for fill in fills:
+            print(seed_summary(runs, fill))
+    else:
+        results["training"] = runs[0].get("training")
     results["evaluation"] = [o.to_dict() for o in outcomes]
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_commands(bench)
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def seed_summary(runs: list[dict], fill: str) -> str:
+    """Mean and spread over agent seeds of the held-out net PnL and of RL / fair_value."""
+    lines = [f"\nover {len(runs)} agent seeds, --fill {fill}:"]
+    for key, label, fmt in ((f"pnl_{fill}", "net PnL $", ",.0f"), (f"ratio_{fill}", "RL / fair_value", ".2f")):
+        values = [r[key] for r in runs if key in r]
+        if not values:
+            continue
+        mean = sum(values) / len(values)
+        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        each = ", ".join(f"{v:{fmt}}" for v in values)
+        lines.append(f"  {label}: mean {mean:{fmt}}, sd {sd:{fmt}}, range {min(values):{fmt}} .. "
+                     f"{max(values):{fmt}} (per seed: {each})")
+    return "\n".join(lines)
 
 
 def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str]) -> dict:
