@@ -185,7 +185,8 @@ def test_binance_silent_stream_trips_watchdog_and_socket_reconnects():
             client = BinanceStreamClient("Binance futures websocket", FEED_FUTURES_MARKET, url, ctx,
                                          streams=["btcusdt@aggTrade", "btcusdt@markPrice@1s", "btcusdt@forceOrder"])
             task = asyncio.create_task(client.run())
-            await until(lambda: len(venues.received["market"]) >= 2)
+            # the venue sees the second connection before the client counts it: wait for the client's side
+            await until(lambda: len(venues.received["market"]) >= 2 and ctx.stats.reconnects[FEED_FUTURES_MARKET] >= 1)
             await stop(task)
             return client, ctx.stats, emitted
 
@@ -274,7 +275,7 @@ def test_polymarket_silence_watchdog_reconnects_a_dead_connection():
                                             f"{venues.endpoints().clob_ws}/ws/market", ctx)
             task = asyncio.create_task(client.run())
             await client.set_assets(["up1", "down1"])
-            await until(lambda: len(venues.received["clob"]) >= 2)
+            await until(lambda: len(venues.received["clob"]) >= 2 and ctx.stats.reconnects[FEED_POLYMARKET] >= 1)
             await stop(task)
             return ctx.stats
 
