@@ -82,11 +82,11 @@ def floor_shares(shares: float) -> float:
     return math.floor(shares / SHARE_STEP + _EPS) * SHARE_STEP
 
 
-def _ceil_grid(price: float, tick: float) -> float:
+def ceil_to_tick(price: float, tick: float) -> float:
     return round(math.ceil(price / tick - _EPS) * tick, 6)
 
 
-def _floor_grid(price: float, tick: float) -> float:
+def floor_to_tick(price: float, tick: float) -> float:
     return round(math.floor(price / tick + _EPS) * tick, 6)
 
 
@@ -102,7 +102,86 @@ class _Consumed:
     by_price: dict[float, float] = field(default_factory=dict)
 
 
-class PaperBroker:
+class PositionRules:
+    """The engine's action -> order rules over a broker's `buy` and `sell` (paper or live).
+
+    A subclass provides `buy(token, book, dollars, info)` and `sell(token, book, shares, info)`, each a
+    Fill or None when nothing traded (counted by the subclass), and `skipped` with `dust_shares`.
+    """
+
+    skipped: SkipCounts
+
+    def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
+        raise NotImplementedError
+
+    def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
+        raise NotImplementedError
+
+    def execute(
+        self,
+        action: Action,
+        info: MarketInfo,
+        position: Position | None,
+        up_book: Book | None,
+        down_book: Book | None,
+        dollars: float,
+        now: float,
+        prob: float,
+        underlying_change: float,
+    ) -> Execution:
+        """Apply one action with the position rules: BUY opens UP or closes DOWN, SELL opens DOWN or
+        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing. A sale that trades
+        nothing keeps the position (the next exit decision tries again)."""
+        if action == Action.HOLD:
+            return Execution(position)
+        if position is None:
+            side = UP if action == Action.BUY else DOWN
+            token = info.token_up if side == UP else info.token_down
+            fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
+            if fill is None:
+                return Execution(None)
+            opened = Position(
+                market_id=info.condition_id,
+                asset=info.asset,
+                side=side,
+                token_id=token,
+                shares=fill.net_shares,
+                cost=fill.cash,
+                entry_fee=fill.fee,
+                entry_price=fill.avg_price,
+                entry_time=now,
+                time_remaining_at_entry=max(0.0, info.end - now),
+                prob_at_entry=prob,
+            )
+            return Execution(opened, opened=True)
+        closes = (action == Action.BUY and position.side == DOWN) or (
+            action == Action.SELL and position.side == UP
+        )
+        if not closes:
+            return Execution(position)
+        book = up_book if position.side == UP else down_book
+        fill = self.sell(position.token_id, book, position.shares, info)
+        if fill is None:
+            return Execution(position)
+        leftover = position.shares - fill.shares
+        full = leftover < SHARE_STEP - _EPS
+        if full:
+            self.skipped.dust_shares += max(0.0, leftover)
+        record = realize(
+            position,
+            position.shares if full else fill.shares,
+            fill.cash,
+            fill.fee,
+            fill.avg_price,
+            now,
+            prob,
+            underlying_change,
+            EXIT_CLOSE,
+        )
+        return Execution(None if full else position, record)
+
+
+class PaperBroker(PositionRules):
     def __init__(self, fill: str = "book") -> None:
         if fill not in FILL_MODES:
             raise ValueError(f"unknown fill mode {fill!r}; use one of {', '.join(FILL_MODES)}")
@@ -141,7 +220,7 @@ class PaperBroker:
         for price, size in book.asks:
             if remaining < SHARE_STEP * price:
                 break
-            level_limit = _ceil_grid(price, tick)
+            level_limit = ceil_to_tick(price, tick)
             if level_limit > 1.0 - tick + _EPS or price <= 0.0:
                 break  # no valid limit price reaches this level (asks are sorted, so none further)
             available = size - taken.get(price, 0.0)
@@ -190,7 +269,7 @@ class PaperBroker:
         for price, size in book.bids:
             if remaining < SHARE_STEP - _EPS:
                 break
-            level_limit = _floor_grid(price, tick)
+            level_limit = floor_to_tick(price, tick)
             if level_limit < tick - _EPS:
                 break
             available = size - taken.get(price, 0.0)
@@ -207,68 +286,6 @@ class PaperBroker:
             self.skipped.empty_book += 1
             return None
         return Fill(sold, sold, cash, round(fee, 5), cash / sold, limit)
-
-    def execute(
-        self,
-        action: Action,
-        info: MarketInfo,
-        position: Position | None,
-        up_book: Book | None,
-        down_book: Book | None,
-        dollars: float,
-        now: float,
-        prob: float,
-        underlying_change: float,
-    ) -> Execution:
-        """Apply one action with the position rules: BUY opens UP or closes DOWN, SELL opens DOWN or
-        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing."""
-        if action == Action.HOLD:
-            return Execution(position)
-        if position is None:
-            side = UP if action == Action.BUY else DOWN
-            token = info.token_up if side == UP else info.token_down
-            fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
-            if fill is None:
-                return Execution(None)
-            opened = Position(
-                market_id=info.condition_id,
-                asset=info.asset,
-                side=side,
-                token_id=token,
-                shares=fill.net_shares,
-                cost=fill.cash,
-                entry_fee=fill.fee,
-                entry_price=fill.avg_price,
-                entry_time=now,
-                time_remaining_at_entry=max(0.0, info.end - now),
-                prob_at_entry=prob,
-            )
-            return Execution(opened, opened=True)
-        closes = (action == Action.BUY and position.side == DOWN) or (
-            action == Action.SELL and position.side == UP
-        )
-        if not closes:
-            return Execution(position)
-        book = up_book if position.side == UP else down_book
-        fill = self.sell(position.token_id, book, position.shares, info)
-        if fill is None:
-            return Execution(position)
-        leftover = position.shares - fill.shares
-        full = leftover < SHARE_STEP - _EPS
-        if full:
-            self.skipped.dust_shares += max(0.0, leftover)
-        record = realize(
-            position,
-            position.shares if full else fill.shares,
-            fill.cash,
-            fill.fee,
-            fill.avg_price,
-            now,
-            prob,
-            underlying_change,
-            EXIT_CLOSE,
-        )
-        return Execution(None if full else position, record)
 
     def close_at_book(
         self,

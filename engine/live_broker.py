@@ -49,10 +49,9 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, SignedOrderV2
 
-from engine.broker import SHARE_STEP, Book, Execution, floor_shares
+from engine.broker import SHARE_STEP, Book, Fill, PositionRules, ceil_to_tick, floor_shares, floor_to_tick
 from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
-from engine.positions import DOWN, EXIT_CLOSE, UP, Position, TradeRecord, realize
-from strategies.base import Action
+from engine.positions import UP, Position, TradeRecord, realize
 from streamers.endpoints import Endpoints
 from streamers.frames import MarketInfo
 
@@ -159,12 +158,6 @@ def venue_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -
     return round(shares * rate * (price * (1.0 - price)) ** exponent, 5)
 
 
-def _ceil_grid(price: float, tick: float) -> float:
-    return round(math.ceil(price / tick - _EPS) * tick, 6)
-
-
-def _floor_grid(price: float, tick: float) -> float:
-    return round(math.floor(price / tick + _EPS) * tick, 6)
 
 
 def _floor_cents(dollars: float) -> float:
@@ -198,7 +191,7 @@ def _classify(status: int | None, message: str) -> str:
     return OTHER
 
 
-class LiveBroker:
+class LiveBroker(PositionRules):
     blocking = True  # every call may wait on HTTP: the engine runs it in a worker thread
 
     def __init__(
@@ -294,61 +287,22 @@ class LiveBroker:
         """Nothing to reset: the venue accounts for the liquidity our orders take."""
 
     # ---- the engine's interface -------------------------------------------------------------
-    def execute(
-        self,
-        action: Action,
-        info: MarketInfo,
-        position: Position | None,
-        up_book: Book | None,
-        down_book: Book | None,
-        dollars: float,
-        now: float,
-        prob: float,
-        underlying_change: float,
-    ) -> Execution:
-        """PaperBroker's position rules with real orders: BUY opens UP or closes DOWN, SELL opens DOWN or
-        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing."""
-        if action == Action.HOLD:
-            return Execution(position)
-        if position is None:
-            side = UP if action == Action.BUY else DOWN
-            token = info.token_up if side == UP else info.token_down
-            fill = self._buy(info, token, up_book if side == UP else down_book, dollars)
-            if fill is None:
-                return Execution(None)
-            opened = Position(
-                market_id=info.condition_id,
-                asset=info.asset,
-                side=side,
-                token_id=token,
-                shares=fill.shares - fill.fee / fill.avg_price,  # the buy fee is taken in shares
-                cost=fill.cash,
-                entry_fee=fill.fee,
-                entry_price=fill.avg_price,
-                entry_time=now,
-                time_remaining_at_entry=max(0.0, info.end - now),
-                prob_at_entry=prob,
-            )
-            return Execution(opened, opened=True)
-        closes = (action == Action.BUY and position.side == DOWN) or (
-            action == Action.SELL and position.side == UP
-        )
-        if not closes:
-            return Execution(position)
-        book = up_book if position.side == UP else down_book
+    def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
+        """Spend up to `dollars` on `token_id` with one FAK order; None (counted) when nothing traded."""
+        fill = self._buy(info, token_id, book, dollars)
+        if fill is None:
+            return None
+        # the buy fee is taken in shares
+        return Fill(fill.shares, fill.shares - fill.fee / fill.avg_price, fill.cash, fill.fee, fill.avg_price,
+                    fill.avg_price)
+
+    def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
+        """Sell up to `shares` with one FAK order; None when refused (a position stays open and retries)."""
         try:
-            fill = self._sell(info, position.token_id, book, position.shares)
+            fill = self._sell(info, token_id, book, shares)
         except _Refused:
-            return Execution(position)  # still held: the next exit decision retries
-        leftover = position.shares - fill.shares
-        full = leftover < SHARE_STEP - _EPS
-        if full:
-            self.skipped.dust_shares += max(0.0, leftover)
-        record = realize(
-            position, position.shares if full else fill.shares, fill.cash, fill.fee, fill.avg_price,
-            now, prob, underlying_change, EXIT_CLOSE,
-        )
-        return Execution(None if full else position, record)
+            return None
+        return Fill(fill.shares, fill.shares, fill.cash, fill.fee, fill.avg_price, fill.avg_price)
 
     def close_at_book(
         self,
@@ -444,7 +398,7 @@ class LiveBroker:
         except _Refused:
             return None
         tick = rules.tick_value
-        cap = min(1.0 - tick, _ceil_grid(book.asks[0][0] + self.max_slippage, tick))
+        cap = min(1.0 - tick, ceil_to_tick(book.asks[0][0] + self.max_slippage, tick))
         remaining, shares, worst = amount, 0.0, None
         for price, size in book.asks:
             if price > cap + _EPS or remaining < SHARE_STEP * price:
@@ -456,7 +410,7 @@ class LiveBroker:
         if worst is None:
             self.skipped.empty_book += 1
             return None
-        limit = _ceil_grid(worst, tick)
+        limit = ceil_to_tick(worst, tick)
         # the venue checks the order's own size (dollars / limit), the book walk the likely fill
         if min(shares, amount / limit) + _EPS < rules.min_size:
             self.skipped.below_min_size += 1
@@ -481,7 +435,7 @@ class LiveBroker:
             self.skipped.empty_book += 1
             raise _Refused("empty_book")
         tick = rules.tick_value
-        floor = max(tick, _floor_grid(book.bids[0][0] - self.max_slippage, tick))
+        floor = max(tick, floor_to_tick(book.bids[0][0] - self.max_slippage, tick))
         remaining, worst = order, None
         for price, size in book.bids:
             if price < floor - _EPS or remaining < SHARE_STEP - _EPS:
@@ -492,7 +446,7 @@ class LiveBroker:
             self.skipped.empty_book += 1
             raise _Refused("empty_book")
         try:
-            response = self._send(info, token, "SELL", order, _floor_grid(worst, tick), rules)
+            response = self._send(info, token, "SELL", order, floor_to_tick(worst, tick), rules)
         except _Refused as refused:
             if refused.reason == NOT_ENOUGH_BALANCE:
                 self._refresh_balance(token)
