@@ -392,6 +392,9 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         if os.environ.get("UPDOWN_DEBUG"):
             traceback.print_exc()
+        if getattr(exc, "one_sentence", False):  # e.g. the venue refused our credentials mid-run
+            print(f"updown: stopped: {exc}", file=sys.stderr)
+            return EXIT_RUNTIME
         print(f"updown: stopped by an unexpected error: {type(exc).__name__}: {exc} "
               "(set UPDOWN_DEBUG=1 for the traceback)", file=sys.stderr)
         return EXIT_RUNTIME

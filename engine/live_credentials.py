@@ -37,6 +37,8 @@ _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 class LiveBrokerError(Exception):
     """A one-sentence problem the CLI can print as is (configuration, credentials, venue refusal)."""
 
+    one_sentence = True  # run.py prints it without the exception's type: it is written for the user
+
 
 class LiveBrokerFatal(LiveBrokerError):
     """The venue refused the run's identity (401, invalid signature): retrying cannot fix it."""

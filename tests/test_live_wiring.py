@@ -118,3 +118,26 @@ def test_missing_or_refused_credentials_are_one_sentence_and_never_show_the_key(
     message = str(refused.value)
     assert needle in message and "\n" not in message
     assert account.key.hex().removeprefix("0x") not in message
+
+
+class RefusedMidRunBroker(PaperBroker):
+    """Trades on paper until the venue refuses the credentials, as a revoked API key would."""
+
+    blocking = True
+
+    def execute(self, *args):
+        from engine.live_credentials import LiveBrokerFatal
+
+        raise LiveBrokerFatal("the CLOB refused the API credentials (401) while trading.")
+
+
+def test_a_fatal_venue_refusal_mid_run_saves_the_model_and_exits_1_with_one_sentence(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(run, "build_broker", lambda opts: RefusedMidRunBroker())
+    name = str(tmp_path / "model")
+    code = run.main(["--strategy", "rl", "--train", "--markets", "1", "--seed", "2", "--assets", "BTC",
+                     "--no-tui", "--save", name, "--log-dir", str(tmp_path / "logs")])
+
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert code == 1
+    assert err == ["updown: stopped: the CLOB refused the API credentials (401) while trading."]
+    assert Path(name + ".safetensors").is_file() and Path(name + "_stats.npz").is_file()
