@@ -98,10 +98,6 @@ class PPOConfig:
     update_backend: str = "numpy"
     """Who runs the PPO update: "numpy" (analytic gradients, ~15x faster on a Linux CPU) or "mlx" (compiled
     autograd step, the reference the numpy one is tested against). Same loss, clipping and Adam."""
-    decision_every: int = 1
-    """Decision interval in ticks per market (frame skip): the agent decides on every k-th tick a market is
-    acted on and holds in between, so one transition spans k ticks and gamma applies per decision. Recorded in
-    the checkpoint stats, since a loaded model must keep deciding at the interval it was trained on."""
 
 
 def config_for_features(feature_set: str, base: PPOConfig | None = None) -> PPOConfig:
@@ -739,19 +735,11 @@ class RolloutBuffer:
         step = self.pending.pop(market_id, None)
         if step is None:
             return False
-        step.reward += reward
+        step.reward = reward
         trajectory = self.open.setdefault(market_id, [])
         if trajectory:
             self.ready += 1  # the previous step now has a successor to bootstrap from
         trajectory.append(step)
-        return True
-
-    def add_reward(self, market_id: str, reward: float) -> bool:
-        """Add reward to the market's newest completed step (not ready yet); False if it has none."""
-        trajectory = self.open.get(market_id)
-        if not trajectory:
-            return False
-        trajectory[-1].reward += reward
         return True
 
     def end(self, market_id: str, reward: float) -> bool:
@@ -838,8 +826,6 @@ class RLStrategy(Strategy):
             )
         if self.config.update_backend not in ("numpy", "mlx"):
             raise ValueError(f"unknown update_backend {self.config.update_backend!r}; choose numpy or mlx")
-        if self.config.decision_every < 1:
-            raise ValueError(f"decision_every must be at least 1 tick, got {self.config.decision_every}")
         if seed is not None:
             mx.random.seed(seed)
         self._rng = np.random.default_rng(seed)
@@ -855,7 +841,6 @@ class RLStrategy(Strategy):
         self.updates_done = 0
         self.buffer = RolloutBuffer()
         self._history: dict[str, np.ndarray] = {}  # market_id -> (history_len, input_dim) ring, oldest first
-        self._phase: dict[str, int] = {}  # market_id -> ticks since its last decision (decision_every > 1)
         self._metrics: list[dict] = []
         self.load_notes: list[str] = []  # what the last load fell back on, for the console
         self._reset_optimizers()
@@ -914,7 +899,6 @@ class RLStrategy(Strategy):
             if len(self._history) >= MAX_TRACKED_MARKETS:
                 forgotten = next(iter(self._history))  # the longest-tracked market
                 del self._history[forgotten]
-                self._phase.pop(forgotten, None)
                 self.buffer.forget(forgotten)
             ring = np.zeros((self.config.history_len, self.config.input_dim), dtype=np.float32)
             self._history[market_id] = ring
@@ -922,36 +906,12 @@ class RLStrategy(Strategy):
         ring[-1] = row
         return ring
 
-    def _due(self, states: Sequence[MarketState]) -> list[int]:
-        """Rows of the markets whose decision interval is up; the others hold this tick."""
-        every = self.config.decision_every
-        due = []
-        for i, state in enumerate(states):
-            phase = self._phase.get(state.market_id, 0)
-            if phase == 0:
-                due.append(i)
-            self._phase[state.market_id] = (phase + 1) % every
-        return due
-
     def act_batch(self, states: Sequence[MarketState]) -> list[Action]:
         if not states:
             return []
-        features = features_matrix(states, self.config.feature_set)
-        # every tick enters the history, so the TemporalEncoder sees the same span whatever the interval
-        history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
-        if self.config.decision_every == 1:
-            return self._decide_rows(states, features, history)
-        due = self._due(states)
-        actions = [Action.HOLD] * len(states)
-        if due:
-            chosen = self._decide_rows([states[i] for i in due], features[due], history[due])
-            for i, action in zip(due, chosen, strict=True):
-                actions[i] = action
-        return actions
-
-    def _decide_rows(self, states: Sequence[MarketState], features: np.ndarray, history: np.ndarray) -> list[Action]:
-        """Actions of these markets from the network (greedy, or sampled and buffered while training)."""
         n = len(states)
+        features = features_matrix(states, self.config.feature_set)
+        history = np.stack([self._push_history(s.market_id, features[i]) for i, s in enumerate(states)])
         out = self._decide(features, history.reshape(n, -1))
         if not self.training:
             # the softmax keeps the order of the logits
@@ -974,13 +934,9 @@ class RLStrategy(Strategy):
         if self.buffer.complete(market_id, reward):
             self._observe_reward(reward)
             self._maybe_update()
-        elif reward != 0.0 and self.buffer.add_reward(market_id, reward):
-            # a held tick between decisions that still realized PnL: it belongs to the last decision
-            self._observe_reward(reward)
 
     def end_market(self, market_id: str, reward: float) -> None:
         self._history.pop(market_id, None)
-        self._phase.pop(market_id, None)
         if self.buffer.end(market_id, reward):
             self._observe_reward(reward)
             self._maybe_update()
@@ -1221,7 +1177,6 @@ class RLStrategy(Strategy):
             self.updates_done = stats.updates
         self.buffer.clear()  # collected with the previous weights
         self._history.clear()
-        self._phase.clear()
         self._reset_optimizers()
         self._refresh_numpy()
 
