@@ -153,6 +153,8 @@ class Bench:
     features: str
     config: PPOConfig
     quiet: bool = False
+    val_seeds: list[int] = field(default_factory=list)  # empty: no checkpoint selection
+    val_windows: int = 5
     commands: list[str] = field(default_factory=list)
 
     def say(self, text: str) -> None:
@@ -186,9 +188,21 @@ class Bench:
                 f"EV {row.get('explained_variance', float('nan')):.2f}, reward_count {agent.reward_count}, "
                 f"{row['decisions_per_second']:,.0f} decisions/s, {row['wall_seconds']:.0f} s"
             )
+            if self.val_seeds and save:
+                self.validate(agent, row, f"{save}_after_s{seed}", f"{tag}_s{seed}")
         if save:
             agent.save(save)
         return rows
+
+    def validate(self, agent: RLStrategy, row: dict, candidate: str, tag: str) -> None:
+        """Save the agent as a candidate and record its greedy PnL on the validation seeds in `row`."""
+        agent.save(candidate)
+        val = self.evaluate(lambda s: RLStrategy.from_checkpoint(candidate, config=self.config, seed=s), "rl",
+                            self.val_seeds, self.val_windows, "book", f"val_{tag}", load=candidate)
+        mean, low, high = val.mean_ci()
+        row.update(candidate=candidate, val_pnl=val.pnl, val_trades=val.trades)
+        self.say(f"    validation (seeds {self.val_seeds}, book): {val.trades} trades, net ${val.pnl:+,.0f}, "
+                 f"{mean:.1f} [{low:.1f}, {high:.1f}] $/window")
 
     def _rl_flags(self, train: bool, save: str | None = None, load: str | None = None) -> str:
         flags = f" --features {self.features}" if self.features != "standard" and not load else ""
@@ -213,6 +227,12 @@ class Bench:
             extra = self._rl_flags(False, load=load) if name == "rl" else ""
             self.commands.append(command(name, seed, windows, self.assets, fill, extra))
         return outcome
+
+
+def selected_candidate(rows: Sequence[dict]) -> str | None:
+    """The checkpoint with the highest validation PnL (the later one on a tie), or None without validation."""
+    scored = [r for r in rows if "val_pnl" in r]
+    return max(reversed(scored), key=lambda r: r["val_pnl"])["candidate"] if scored else None
 
 
 def print_table(outcomes: list[Outcome], title: str) -> None:
@@ -277,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--agent-seed", type=int, default=0, help="seed of the agent's weights and sampling")
     p.add_argument("--agent-seeds", type=seeds_arg, default=None,
                    help="train one agent per seed (comma list) on the same frames; prints the mean and spread")
+    p.add_argument("--val-seeds", type=seeds_arg, default=[],
+                   help="validation seeds: after each training seed the model is checkpointed and run greedy on "
+                        "these; the best checkpoint is evaluated beside the last one")
+    p.add_argument("--val-windows", type=int, default=5, help="15-minute windows per validation seed")
     p.add_argument("--load", metavar="NAME", help="evaluate this checkpoint instead of training one")
     p.add_argument("--resume-check", action="store_true",
                    help="train on the first half of --train-seeds, save, load, train on the rest; vs straight")
@@ -288,11 +312,13 @@ def main(argv: list[str] | None = None) -> int:
     config = config_for_features(args.features, PPOConfig(**overrides))
     out = Path(args.out or tempfile.mkdtemp(prefix="learning_"))
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(assets, out, args.features, config)
+    bench = Bench(assets, out, args.features, config, val_seeds=args.val_seeds, val_windows=args.val_windows)
     fills = [f for f in args.fills.split(",") if f]
     overlap = set(args.train_seeds) & set(args.eval_seeds)
     if overlap:
         raise SystemExit(f"evaluation seeds {sorted(overlap)} are also training seeds; held-out means unseen")
+    if set(args.val_seeds) & (set(args.train_seeds) | set(args.eval_seeds)):
+        raise SystemExit("validation seeds must differ from the training and the evaluation seeds")
     trained = f"model {args.load}" if args.load else f"train seeds {args.train_seeds} x {args.train_windows} windows"
     print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
           f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, logs in {out}")
@@ -328,18 +354,24 @@ def main(argv: list[str] | None = None) -> int:
                 bench.say(f"agent seed {agent_seed}:")
             agent = bench.new_agent(agent_seed)
             run["training"] = bench.train(agent, args.train_seeds, args.train_windows, f"rl{tag}", model)
+            run["selected"] = selected_candidate(run["training"])
+        # the last model, and the checkpoint chosen on validation seeds when there are some
+        models = [("", model)] + ([("sel", run["selected"])] if run.get("selected") else [])
         for fill in fills:
-            rl = bench.evaluate(lambda s, m=model: RLStrategy.from_checkpoint(m, config=config, seed=s), "rl",
-                                args.eval_seeds, args.eval_windows, fill, tag, load=model)
-            outcomes.append(rl)
             rules = rules_by_fill[fill]
-            print_table([rl, *rules], f"held-out evaluation, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
             fair = next((o for o in rules if o.strategy == "fair_value"), None)
-            if fair is not None:
-                print(ratio_line(rl, fair))
-                run[f"ratio_{fill}"] = rl.pnl / fair.pnl if fair.pnl else float("nan")
-            run[f"pnl_{fill}"] = rl.pnl
-            print(verdict(rl, rules))
+            for kind, path in models:
+                rl = bench.evaluate(lambda s, m=path: RLStrategy.from_checkpoint(m, config=config, seed=s), "rl",
+                                    args.eval_seeds, args.eval_windows, fill, tag + kind, load=path)
+                outcomes.append(rl)
+                title = "held-out evaluation" + (f", checkpoint selected on validation: {path}" if kind else "")
+                print_table([rl, *rules], f"{title}, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
+                key = f"{kind}_{fill}" if kind else fill
+                if fair is not None:
+                    print(ratio_line(rl, fair))
+                    run[f"ratio_{key}"] = rl.pnl / fair.pnl if fair.pnl else float("nan")
+                run[f"pnl_{key}"] = rl.pnl
+                print(verdict(rl, rules))
         runs.append(run)
     if several:
         results["agent_seeds"] = runs
@@ -357,7 +389,13 @@ def main(argv: list[str] | None = None) -> int:
 def seed_summary(runs: list[dict], fill: str) -> str:
     """Mean and spread over agent seeds of the held-out net PnL and of RL / fair_value."""
     lines = [f"\nover {len(runs)} agent seeds, --fill {fill}:"]
-    for key, label, fmt in ((f"pnl_{fill}", "net PnL $", ",.0f"), (f"ratio_{fill}", "RL / fair_value", ".2f")):
+    keys = (
+        (f"pnl_{fill}", "net PnL $", ",.0f"),
+        (f"ratio_{fill}", "RL / fair_value", ".2f"),
+        (f"pnl_sel_{fill}", "net PnL $, checkpoint selected on validation", ",.0f"),
+        (f"ratio_sel_{fill}", "RL / fair_value, checkpoint selected on validation", ".2f"),
+    )
+    for key, label, fmt in keys:
         values = [r[key] for r in runs if key in r]
         if not values:
             continue
