@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from streamers.frames import ASSETS
@@ -54,6 +54,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def discount_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a discount in (0, 1], got {text}")
+    return value
+
+
 def speed_arg(text: str) -> float | str:
     return "max" if text == "max" else positive_float(text)
 
@@ -76,6 +86,9 @@ def build_parser() -> CliParser:
     p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")
     p.add_argument("--features", choices=("standard", "extended"), default=None,
                    help="features a new rl model sees: the published 18 (default) or 25 with quotes vs the index")
+    p.add_argument("--gamma", type=discount_arg, default=None,
+                   help="discount per decision of a new rl model (default 0.95, the published value; 1.0 = the "
+                        "window's undiscounted PnL, see TRAINING_JOURNAL.md); a loaded model keeps its own")
     p.add_argument("--size", type=positive_float, default=100.0, help="trade size in USD; a position is size x 0.5")
     p.add_argument("--source", choices=("live", "sim", "replay"), default="sim", help="market data source")
     p.add_argument("--replay", metavar="FILE", help="recording to replay (with --source replay)")
@@ -120,10 +133,14 @@ def validate(args: argparse.Namespace) -> Options:
     if args.strategy != "rl":
         if args.train:
             raise BadInput(f"--train needs --strategy rl; {args.strategy} is a fixed rule and does not learn")
-        if args.load or args.save or args.checkpoint_every or args.features:
-            raise BadInput("--load, --save, --checkpoint-every and --features apply only to --strategy rl")
+        if args.load or args.save or args.checkpoint_every or args.features or args.gamma is not None:
+            raise BadInput("--load, --save, --checkpoint-every, --features and --gamma apply only to --strategy rl")
     if args.load and args.features:
         raise BadInput("--features applies to a new model; a loaded model keeps the feature set it was trained on")
+    if args.load and args.gamma is not None:
+        raise BadInput("--gamma applies to a new model; a loaded model keeps the gamma saved in its stats")
+    if args.gamma is not None and not args.train:
+        raise BadInput("--gamma is a training setting; add --train")
     if args.source == "replay":
         if not args.replay:
             raise BadInput("--source replay needs --replay FILE")
@@ -182,7 +199,10 @@ def build_strategy(opts: Options):
             if args.load:
                 strategy = RLStrategy.from_checkpoint(args.load, seed=args.seed)
             else:
-                strategy = RLStrategy(config_for_features(args.features or "standard"), seed=args.seed)
+                config = config_for_features(args.features or "standard")
+                if args.gamma is not None:
+                    config = replace(config, gamma=args.gamma)
+                strategy = RLStrategy(config, seed=args.seed)
         except CheckpointError as exc:
             raise BadInput(str(exc)) from None
         for note in getattr(strategy, "load_notes", None) or ():

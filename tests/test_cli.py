@@ -48,6 +48,10 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "momentum", "--source", "live", "--live", "--max-total-dollars", "10", "--fill", "mid"],
          "venue fills them"),
         (["--strategy", "momentum", "--max-order-dollars", "5"], "only with --live"),
+        (["--strategy", "rl", "--train", "--gamma", "1.5"], "(0, 1]"),
+        (["--strategy", "rl", "--gamma", "1"], "add --train"),
+        (["--strategy", "rl", "--train", "--load", "m", "--gamma", "1"], "keeps the gamma"),
+        (["--strategy", "fair_value", "--gamma", "1"], "only to --strategy rl"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:
