@@ -1140,9 +1140,9 @@ class RLStrategy(Strategy):
         seed: int | None = None,
         allow_fresh_stats: bool = False,
     ) -> RLStrategy:
-        """An agent built with the architecture the checkpoint's stats record, then loaded from it.
-
-        `config` supplies everything else (learning rates, buffer size, ...); notes are in `load_notes`.
+        """An agent built with the architecture, feature set and gamma the checkpoint's stats record, then
+        loaded from it. `config` supplies everything else (learning rates, buffer size, ...); notes are in
+        `load_notes`.
         """
         checkpoint = persistence.load_checkpoint(path, allow_fresh_stats=allow_fresh_stats)
         base = config or PPOConfig()
@@ -1152,6 +1152,8 @@ class RLStrategy(Strategy):
             names = {v: k for k, v in FEATURE_SET_IDS.items()}
             if checkpoint.stats.feature_set in names:  # older stats lack it: the standard set
                 recorded["feature_set"] = names[checkpoint.stats.feature_set]
+            if checkpoint.stats.gamma is not None:  # resuming keeps the discount the values were learned with
+                recorded["gamma"] = float(checkpoint.stats.gamma)
         agent = cls(replace(base, **recorded), seed=seed)
         agent._apply(checkpoint, os.fspath(path))
         agent.load_notes = checkpoint.notes

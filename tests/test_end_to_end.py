@@ -108,14 +108,16 @@ def test_replay_of_a_recorded_sim_run_reproduces_its_trades(tmp_path: Path) -> N
 
 
 def test_resume_continues_reward_statistics_and_inference_never_writes(tmp_path: Path) -> None:
-    proc = run_cli("--strategy", "rl", "--train", *sim_args(tmp_path, seed="11"), "--save", "M", cwd=tmp_path)
+    proc = run_cli("--strategy", "rl", "--train", "--gamma", "1.0", *sim_args(tmp_path, seed="11"), "--save", "M",
+                   cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     count_1 = int(np.load(tmp_path / "M_stats.npz")["reward_count"])
     assert count_1 > 0
     proc = run_cli("--strategy", "rl", "--train", "--load", "M", *sim_args(tmp_path, seed="12"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    count_2 = int(np.load(tmp_path / "M_stats.npz")["reward_count"])
-    assert count_2 > count_1  # continued, not restarted
+    stats = np.load(tmp_path / "M_stats.npz")
+    assert int(stats["reward_count"]) > count_1  # continued, not restarted
+    assert float(stats["gamma"]) == 1.0  # the resumed run kept the discount the model was trained with
     before = (digest(tmp_path / "M.safetensors"), digest(tmp_path / "M_stats.npz"))
     proc = run_cli("--strategy", "rl", "--load", "M", *sim_args(tmp_path, seed="13"), "--report", "R.json",
                    cwd=tmp_path)
