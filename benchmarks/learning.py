@@ -164,10 +164,15 @@ class Bench:
     def new_agent(self, seed: int) -> RLStrategy:
         return RLStrategy(self.config, seed=seed)
 
-    def train(self, agent: RLStrategy, seeds: Sequence[int], windows: int, tag: str, save: str | None) -> list[dict]:
-        """Train `agent` on each seed in turn for `windows` windows; one summary dict per seed."""
+    def train(
+        self, agent: RLStrategy, seeds: Sequence[int], windows: int, tag: str, save: str | None, fresh: bool = True
+    ) -> list[dict]:
+        """Train `agent` on each seed in turn for `windows` windows; one summary dict per seed.
+
+        `fresh`: the agent is new (its first run.py equivalent creates the model; later ones resume it).
+        """
         rows = []
-        for seed in seeds:
+        for i, seed in enumerate(seeds):
             start = time.perf_counter()
             run_id = f"{tag}_train_s{seed}"
             report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id)
@@ -179,7 +184,9 @@ class Bench:
                 **summary,
             }
             rows.append(row)
-            self.commands.append(command("rl", seed, windows, self.assets, "book", self._rl_flags(True, save)))
+            new_model = fresh and i == 0
+            flags = self._rl_flags(True, save) if new_model or not save else self._rl_flags(True, load=save)
+            self.commands.append(command("rl", seed, windows, self.assets, "book", flags))
             self.say(
                 f"  train {tag} seed {seed}: {row['windows']} windows, PnL ${row['pnl']:+,.0f} "
                 f"(fees ${row['fees']:,.0f}), {row['trades']} trades, win {100 * row['win_rate']:.0f}%, "
@@ -206,6 +213,8 @@ class Bench:
 
     def _rl_flags(self, train: bool, save: str | None = None, load: str | None = None) -> str:
         flags = f" --features {self.features}" if self.features != "standard" and not load else ""
+        if train and not load and self.config.gamma != PPOConfig().gamma:
+            flags += f" --gamma {self.config.gamma:g}"
         if train:
             flags += " --train"
         if load:
@@ -325,7 +334,12 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
 
     if args.resume_check:
-        results["resume"] = resume_check(bench, args, fills)
+        seeds = args.agent_seeds or [args.agent_seed]
+        checks = [resume_check(bench, args, fills, seed, f"_a{seed}" if len(seeds) > 1 else "") for seed in seeds]
+        results["resume"] = checks[0] if len(checks) == 1 else checks
+        if len(checks) > 1:
+            for fill in fills:
+                print(resume_summary(checks, fill))
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print_commands(bench)
         return 0
@@ -407,7 +421,19 @@ def seed_summary(runs: list[dict], fill: str) -> str:
     return "\n".join(lines)
 
 
-def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str]) -> dict:
+def resume_summary(checks: list[dict], fill: str) -> str:
+    """Held-out net PnL of the straight and the resumed model per agent seed, and their paired difference."""
+    pairs = [(c["pnl"][fill]["straight"], c["pnl"][fill]["resumed"]) for c in checks]
+    diffs = [b - a for a, b in pairs]
+    mean = sum(diffs) / len(diffs)
+    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    each = ", ".join(f"{a:,.0f} / {b:,.0f}" for a, b in pairs)
+    return (f"\nresume check over {len(pairs)} agent seeds, --fill {fill}: held-out net PnL straight / resumed: "
+            f"{each}\n  means {sum(a for a, _ in pairs) / len(pairs):,.0f} / {sum(b for _, b in pairs) / len(pairs):,.0f}; "
+            f"resumed - straight: mean {mean:+,.0f}, sd {sd:,.0f} (t = {mean / (sd / math.sqrt(len(diffs))) if sd else 0:.1f})")
+
+
+def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str], agent_seed: int, tag: str = "") -> dict:
     """Train on the first half of the training seeds, save, load a fresh agent, train on the second half;
     against one agent trained on all of them straight. Both see the same frames in the same order.
     """
@@ -417,32 +443,35 @@ def resume_check(bench: Bench, args: argparse.Namespace, fills: list[str]) -> di
     half = len(seeds) // 2
     first, second = seeds[:half], seeds[half:]
     windows = args.train_windows
-    straight_name, part_name = str(bench.out / "straight"), str(bench.out / "resumed")
-    bench.say("straight run:")
-    straight = bench.new_agent(args.agent_seed)
-    straight_rows = bench.train(straight, seeds, windows, "straight", straight_name)
-    bench.say("resumed run:")
-    part = bench.new_agent(args.agent_seed)
-    first_rows = bench.train(part, first, windows, "resumed1", part_name)
+    straight_name, part_name = str(bench.out / f"straight{tag}"), str(bench.out / f"resumed{tag}")
+    bench.say(f"agent seed {agent_seed}, straight run:")
+    straight = bench.new_agent(agent_seed)
+    straight_rows = bench.train(straight, seeds, windows, f"straight{tag}", straight_name)
+    bench.say(f"agent seed {agent_seed}, resumed run:")
+    part = bench.new_agent(agent_seed)
+    first_rows = bench.train(part, first, windows, f"resumed1{tag}", part_name)
     count_saved = part.reward_count
-    loaded = RLStrategy.from_checkpoint(part_name, config=bench.config, seed=args.agent_seed + 1)
+    loaded = RLStrategy.from_checkpoint(part_name, config=bench.config, seed=agent_seed + 1)
     count_loaded = loaded.reward_count
-    second_rows = bench.train(loaded, second, windows, "resumed2", part_name)
+    second_rows = bench.train(loaded, second, windows, f"resumed2{tag}", part_name, fresh=False)
     print(f"\nreward statistics: saved reward_count {count_saved}, loaded {count_loaded}, after the second half "
           f"{loaded.reward_count} (straight run: {straight.reward_count}); reward_std saved "
           f"{part.reward_std:.3f} -> final {loaded.reward_std:.3f}")
     outcomes = []
+    pnl: dict[str, dict[str, float]] = {}
     for fill in fills:
         a = bench.evaluate(lambda s: RLStrategy.from_checkpoint(straight_name, seed=s), "rl", args.eval_seeds,
-                           args.eval_windows, fill, "straight", load=straight_name)
+                           args.eval_windows, fill, f"straight{tag}", load=straight_name)
         b = bench.evaluate(lambda s: RLStrategy.from_checkpoint(part_name, seed=s), "rl", args.eval_seeds,
-                           args.eval_windows, fill, "resumed", load=part_name)
+                           args.eval_windows, fill, f"resumed{tag}", load=part_name)
         outcomes += [a, b]
+        pnl[fill] = {"straight": a.pnl, "resumed": b.pnl}
         print_table([a, b], f"resume check, held-out --fill {fill}")
         (_, a_low, a_high), (_, b_low, b_high) = a.mean_ci(), b.mean_ci()
         same = a_low <= b_high and b_low <= a_high
         print(f"intervals {'overlap (within noise)' if same else 'do not overlap'}")
     return {
+        "agent_seed": agent_seed, "pnl": pnl,
         "straight": straight_rows, "resumed_first": first_rows, "resumed_second": second_rows,
         "reward_count": {"saved": count_saved, "loaded": count_loaded, "final": loaded.reward_count,
                          "straight": straight.reward_count},
