@@ -5,7 +5,8 @@
 
 Each `--run LABEL=DIR` is a learning benchmark output folder (`--out`): its training logs
 (`updates_*_train_*.csv`, `episodes_*_train_*.csv`, in the order they were written) and its held-out
-evaluation logs (`episodes_eval_<strategy>_<fill>_s<seed>.csv`). Needs matplotlib (optional extra).
+evaluation logs (`episodes_eval_<strategy>_<fill>_s<seed>.csv`). Runs made with `--agent-seeds` get one
+chart instead: held-out net PnL per agent seed, recipe beside recipe. Needs matplotlib (optional extra).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt
 
 _EVAL = re.compile(r"episodes_eval_(?P<strategy>.+)_(?P<fill>book|mid)_s(?P<seed>\d+)\.csv$")
+_AGENT_TRAIN = re.compile(r"^(?P<kind>updates|episodes)_rla(?P<agent>\d+)_train_s(?P<seed>\d+)\.csv$")
+_AGENT = re.compile(r"^a(?P<seed>\d+)(?P<selected>sel)?$")  # `--agent-seeds` runs: a3 = last model, a3sel = picked
 
 
 def _rows(path: Path) -> list[dict[str, str]]:
@@ -185,6 +188,96 @@ def plot_training_equity(runs: dict[str, Path], out: Path) -> Path:
     return path
 
 
+def agent_seed_pnls(run_dir: Path, fill: str) -> dict[str, dict[int, float]]:
+    """Held-out net PnL per agent seed of an `--agent-seeds` run: {"last": {seed: pnl}, "selected": {...}}."""
+    out: dict[str, dict[int, float]] = {"last": {}, "selected": {}}
+    for strategy, rows in eval_episodes(run_dir, fill).items():
+        m = _AGENT.match(strategy)
+        if m:
+            out["selected" if m["selected"] else "last"][int(m["seed"])] = sum(float(r["pnl"]) for r in rows)
+    return out
+
+
+def plot_agent_seeds(runs: dict[str, Path], fill: str, out: Path) -> Path | None:
+    """Held-out net PnL of each agent seed's model, recipe beside recipe, against fair_value's line."""
+    series: dict[str, dict[int, float]] = {}
+    fair = None
+    for label, run_dir in runs.items():
+        pnls = agent_seed_pnls(run_dir, fill)
+        for kind, name in (("last", label), ("selected", f"{label}, picked on validation")):
+            if pnls[kind]:
+                series[name] = pnls[kind]
+        rows = eval_episodes(run_dir, fill).get("fair_value")
+        if rows and fair is None:
+            fair = sum(float(r["pnl"]) for r in rows)
+    if not series:
+        return None
+    seeds = sorted({s for values in series.values() for s in values})
+    fig, ax = plt.subplots(figsize=(9, 5))
+    width = 0.8 / len(series)
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar([j + i * width for j in range(len(seeds))], [values.get(s, 0.0) for s in seeds], width, label=name)
+    if fair is not None:
+        ax.axhline(fair, color="black", linewidth=1.2, linestyle="--", label=f"fair_value (${fair:,.0f})")
+    ax.axhline(0.0, color="grey", linewidth=0.8)
+    ax.set_xticks([j + width * (len(series) - 1) / 2 for j in range(len(seeds))])
+    ax.set_xticklabels([f"agent seed {s}" for s in seeds], fontsize=8)
+    ax.set_ylabel("held-out net PnL ($)")
+    ax.set_title(f"Held-out net PnL per agent seed, --fill {fill}")
+    ax.legend(fontsize=8)
+    path = out / f"agent_seeds_{fill}.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def agent_training(run_dir: Path) -> dict[int, dict[str, float]]:
+    """Per training seed, the mean over agents of its mean explained variance and of its training PnL."""
+    ev: dict[int, list[float]] = defaultdict(list)
+    pnl: dict[int, list[float]] = defaultdict(list)
+    for path in run_dir.iterdir():
+        m = _AGENT_TRAIN.match(path.name)
+        if not m:
+            continue
+        rows = _rows(path)
+        if m["kind"] == "updates":
+            values = [float(r["explained_variance"]) for r in rows if r.get("explained_variance")]
+            if values:
+                ev[int(m["seed"])].append(sum(values) / len(values))
+        else:
+            pnl[int(m["seed"])].append(sum(float(r["pnl"]) for r in rows))
+    return {
+        seed: {"ev": sum(ev[seed]) / len(ev[seed]) if ev[seed] else float("nan"),
+               "pnl": sum(pnl[seed]) / len(pnl[seed]) if pnl[seed] else float("nan")}
+        for seed in sorted(set(ev) | set(pnl))
+    }
+
+
+def plot_agent_training(runs: dict[str, Path], out: Path) -> Path | None:
+    """Explained variance and training PnL per training seed, averaged over an `--agent-seeds` run's agents."""
+    tables = {label: agent_training(d) for label, d in runs.items()}
+    if not any(tables.values()):
+        return None
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(9, 7), sharex=True)
+    for label, table in tables.items():
+        seeds = list(table)
+        top.plot(range(1, len(seeds) + 1), [table[s]["ev"] for s in seeds], marker="o", label=label)
+        bottom.plot(range(1, len(seeds) + 1), [table[s]["pnl"] for s in seeds], marker="o", label=label)
+    top.axhline(0.0, color="grey", linewidth=0.8)
+    bottom.axhline(0.0, color="grey", linewidth=0.8)
+    top.set_ylabel("critic explained variance")
+    bottom.set_ylabel("training PnL per seed ($)")
+    bottom.set_xlabel("training seed in order (10 windows each)")
+    top.set_title("While training, mean over agent seeds")
+    top.legend(fontsize=8)
+    path = out / "agent_training.png"
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", action="append", required=True, metavar="LABEL=DIR", help="a learning benchmark folder")
@@ -201,8 +294,15 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     written = [plot_entropy(runs, Path(args.reference) if args.reference else None, out), plot_training_equity(runs, out)]
+    several = any(agent_seed_pnls(d, fill)["last"] for d in runs.values() for fill in ("book", "mid"))
+    if several:  # one curve per agent would be unreadable: training and equity curves are per single-agent run
+        chart = plot_agent_training(runs, out)
+        written = [chart] if chart is not None else []
     for fill in [f for f in args.fills.split(",") if f]:
-        if any(eval_episodes(d, fill) for d in runs.values()):
+        if several:
+            chart = plot_agent_seeds(runs, fill, out)
+            written += [chart] if chart is not None else []
+        elif any(eval_episodes(d, fill) for d in runs.values()):
             written += [plot_equity(runs, fill, out), plot_pnl_by_asset(runs, fill, out)]
     for path in written:
         print(f"wrote {path}")
