@@ -84,6 +84,13 @@ def _rolling_mean(values: list[float], n: int) -> list[float]:
     return out
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _cumulative(values: list[float]) -> list[float]:
     out, total = [], 0.0
     for v in values:
@@ -109,11 +116,7 @@ def plot_equity(runs: dict[str, Path], fill: str, out: Path) -> Path:
     ax.set_ylabel("cumulative net PnL ($)")
     ax.set_title(f"Equity on held-out seeds, --fill {fill}")
     ax.legend(fontsize=8)
-    path = out / f"equity_{fill}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"equity_{fill}.png")
 
 
 def plot_pnl_by_asset(runs: dict[str, Path], fill: str, out: Path) -> Path:
@@ -142,11 +145,7 @@ def plot_pnl_by_asset(runs: dict[str, Path], fill: str, out: Path) -> Path:
     ax.set_ylabel("net PnL ($)")
     ax.set_title(f"Held-out net PnL by asset, --fill {fill}")
     ax.legend()
-    path = out / f"pnl_by_asset_{fill}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"pnl_by_asset_{fill}.png")
 
 
 def plot_entropy(runs: dict[str, Path], reference: Path | None, out: Path) -> Path:
@@ -164,11 +163,7 @@ def plot_entropy(runs: dict[str, Path], reference: Path | None, out: Path) -> Pa
     ax.set_ylabel("policy entropy (nats)")
     ax.set_title("Entropy over updates")
     ax.legend(fontsize=7, loc="lower right")
-    path = out / "entropy.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "entropy.png")
 
 
 def plot_training_equity(runs: dict[str, Path], out: Path) -> Path:
@@ -181,11 +176,7 @@ def plot_training_equity(runs: dict[str, Path], out: Path) -> Path:
     ax.set_ylabel("cumulative net PnL while training ($)")
     ax.set_title("Training equity (--fill book)")
     ax.legend(fontsize=8)
-    path = out / "training_equity.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "training_equity.png")
 
 
 def agent_seed_pnls(run_dir: Path, fill: str) -> dict[str, dict[int, float]]:
@@ -225,11 +216,7 @@ def plot_agent_seeds(runs: dict[str, Path], fill: str, out: Path) -> Path | None
     ax.set_ylabel("held-out net PnL ($)")
     ax.set_title(f"Held-out net PnL per agent seed, --fill {fill}")
     ax.legend(fontsize=8)
-    path = out / f"agent_seeds_{fill}.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / f"agent_seeds_{fill}.png")
 
 
 def agent_training(run_dir: Path) -> dict[int, dict[str, float]]:
@@ -271,11 +258,7 @@ def plot_agent_training(runs: dict[str, Path], out: Path) -> Path | None:
     bottom.set_xlabel("training seed in order (10 windows each)")
     top.set_title("While training, mean over agent seeds")
     top.legend(fontsize=8)
-    path = out / "agent_training.png"
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, out / "agent_training.png")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -293,19 +276,21 @@ def main(argv: list[str] | None = None) -> int:
         runs[label] = Path(folder)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    written = [plot_entropy(runs, Path(args.reference) if args.reference else None, out), plot_training_equity(runs, out)]
+    fills = [f for f in args.fills.split(",") if f]
     several = any(agent_seed_pnls(d, fill)["last"] for d in runs.values() for fill in ("book", "mid"))
+    written: list[Path | None] = []
     if several:  # one curve per agent would be unreadable: training and equity curves are per single-agent run
-        chart = plot_agent_training(runs, out)
-        written = [chart] if chart is not None else []
-    for fill in [f for f in args.fills.split(",") if f]:
-        if several:
-            chart = plot_agent_seeds(runs, fill, out)
-            written += [chart] if chart is not None else []
-        elif any(eval_episodes(d, fill) for d in runs.values()):
-            written += [plot_equity(runs, fill, out), plot_pnl_by_asset(runs, fill, out)]
+        written.append(plot_agent_training(runs, out))
+        written += [plot_agent_seeds(runs, fill, out) for fill in fills]
+    else:
+        written += [plot_entropy(runs, Path(args.reference) if args.reference else None, out),
+                    plot_training_equity(runs, out)]
+        for fill in fills:
+            if any(eval_episodes(d, fill) for d in runs.values()):
+                written += [plot_equity(runs, fill, out), plot_pnl_by_asset(runs, fill, out)]
     for path in written:
-        print(f"wrote {path}")
+        if path is not None:
+            print(f"wrote {path}")
     return 0
 
 
