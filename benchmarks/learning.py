@@ -75,10 +75,7 @@ class Outcome:
         n = len(self.window_pnls)
         if n == 0:
             return 0.0, 0.0, 0.0
-        mean = sum(self.window_pnls) / n
-        if n < 2:
-            return mean, mean, mean
-        sd = math.sqrt(sum((x - mean) ** 2 for x in self.window_pnls) / (n - 1))
+        mean, sd = mean_sd(self.window_pnls)
         half = Z95 * sd / math.sqrt(n)
         return mean, mean - half, mean + half
 
@@ -87,6 +84,14 @@ class Outcome:
         out = dataclasses.asdict(self)
         out.update(win_rate=self.win_rate, mean_per_window=mean, ci95=[low, high])
         return out
+
+
+def mean_sd(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for fewer than two values)."""
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
 def window_pnls(episodes_csv: str) -> list[float]:
@@ -333,21 +338,20 @@ def main(argv: list[str] | None = None) -> int:
           f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, logs in {out}")
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
 
+    agent_seeds = args.agent_seeds or [args.agent_seed]
+    several = len(agent_seeds) > 1
     if args.resume_check:
-        seeds = args.agent_seeds or [args.agent_seed]
-        checks = [resume_check(bench, args, fills, seed, f"_a{seed}" if len(seeds) > 1 else "") for seed in seeds]
-        results["resume"] = checks[0] if len(checks) == 1 else checks
-        if len(checks) > 1:
+        checks = [resume_check(bench, args, fills, seed, f"_a{seed}" if several else "") for seed in agent_seeds]
+        results["resume"] = checks if several else checks[0]
+        if several:
             for fill in fills:
                 print(resume_summary(checks, fill))
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         print_commands(bench)
         return 0
 
-    agent_seeds = args.agent_seeds or [args.agent_seed]
-    if args.load and len(agent_seeds) > 1:
+    if args.load and several:
         raise SystemExit("--load evaluates one saved model; --agent-seeds trains several")
-    several = len(agent_seeds) > 1
     # the rule baselines do not depend on the agent: run once, shown beside every agent seed
     rules_by_fill = {
         fill: [
@@ -413,8 +417,7 @@ def seed_summary(runs: list[dict], fill: str) -> str:
         values = [r[key] for r in runs if key in r]
         if not values:
             continue
-        mean = sum(values) / len(values)
-        sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        mean, sd = mean_sd(values)
         each = ", ".join(f"{v:{fmt}}" for v in values)
         lines.append(f"  {label}: mean {mean:{fmt}}, sd {sd:{fmt}}, range {min(values):{fmt}} .. "
                      f"{max(values):{fmt}} (per seed: {each})")
@@ -425,11 +428,11 @@ def resume_summary(checks: list[dict], fill: str) -> str:
     """Held-out net PnL of the straight and the resumed model per agent seed, and their paired difference."""
     pairs = [(c["pnl"][fill]["straight"], c["pnl"][fill]["resumed"]) for c in checks]
     diffs = [b - a for a, b in pairs]
-    mean = sum(diffs) / len(diffs)
-    sd = math.sqrt(sum((d - mean) ** 2 for d in diffs) / (len(diffs) - 1))
+    mean, sd = mean_sd(diffs)
     each = ", ".join(f"{a:,.0f} / {b:,.0f}" for a, b in pairs)
+    (straight, _), (resumed, _) = mean_sd([a for a, _ in pairs]), mean_sd([b for _, b in pairs])
     return (f"\nresume check over {len(pairs)} agent seeds, --fill {fill}: held-out net PnL straight / resumed: "
-            f"{each}\n  means {sum(a for a, _ in pairs) / len(pairs):,.0f} / {sum(b for _, b in pairs) / len(pairs):,.0f}; "
+            f"{each}\n  means {straight:,.0f} / {resumed:,.0f}; "
             f"resumed - straight: mean {mean:+,.0f}, sd {sd:,.0f} (t = {mean / (sd / math.sqrt(len(diffs))) if sd else 0:.1f})")
 
 
