@@ -524,12 +524,15 @@ class _NumpyPPO:
     def __init__(self, shapes: dict[str, tuple[int, ...]], config: PPOConfig, fused: bool = True) -> None:
         self.config = config
         self.net = _SideBySide(shapes, config, fused)
-        self.fused = self.net.fused
         self.m = np.zeros_like(self.net.params)
         self.v = np.zeros_like(self.net.params)
         lr = np.where(self.net.actor_mask == 1.0, config.actor_lr, config.critic_lr)
         self._lr_m = ((1 - _ADAM_BETA1) * lr).astype(np.float32)  # m holds lr x the first moment
         self._scratch = (np.empty_like(self.net.params), np.empty_like(self.net.params))
+
+    @property
+    def fused(self) -> bool:
+        return self.net.fused
 
     def load(self, weights: dict[str, np.ndarray]) -> None:
         for name, place in self.net.places.items():
@@ -570,20 +573,33 @@ class _NumpyPPO:
         returns: np.ndarray,
     ) -> np.ndarray:
         """The loss's gradients into the flat `grads` (unclipped); returns the loss parts as `step` does."""
-        cfg = self.config
-        n = len(actions)
+        out = self.net.forward(features, history)
+        d_out = np.empty_like(out)
         if self.fused:
-            out = self.net.forward(features, history)
-            d_out = np.empty_like(out)
+            cfg = self.config
             metrics = np.empty(5)
             ppo_kernels.ppo_loss(
                 out, actions, old_log_probs, advantages, returns,
                 cfg.clip_eps, cfg.entropy_coef, cfg.value_coef, d_out, metrics,
             )  # fmt: skip
-            self.net.backward(d_out)
-            return metrics
+        else:
+            metrics = self._loss_numpy(out, actions, old_log_probs, advantages, returns, d_out)
+        self.net.backward(d_out)
+        return metrics
+
+    def _loss_numpy(
+        self,
+        out: np.ndarray,
+        actions: np.ndarray,
+        old_log_probs: np.ndarray,
+        advantages: np.ndarray,
+        returns: np.ndarray,
+        d_out: np.ndarray,
+    ) -> np.ndarray:
+        """ppo_kernels.ppo_loss in numpy: d loss / d out into `d_out`, the loss parts returned."""
+        cfg = self.config
+        n = len(actions)
         rows = np.arange(n)
-        out = self.net.forward(features, history)
         logits, values = out[:, :NUM_ACTIONS], out[:, NUM_ACTIONS]
         shifted = logits - logits.max(axis=1, keepdims=True)
         exp = np.exp(shifted)
@@ -610,7 +626,6 @@ class _NumpyPPO:
                 np.count_nonzero(np.abs(excess) > cfg.clip_eps),
             ]
         ) / n
-        d_out = np.empty_like(out)
         # d loss / d log-prob of the taken action: -advantage x ratio / n where the unclipped term counts
         d_log_prob = unclipped * (chosen * (-1.0 / n))
         # softmax chain rule for the action's log-prob, plus the entropy bonus: dH/dz = -p (log p + H)
@@ -619,7 +634,6 @@ class _NumpyPPO:
         np.multiply(probs, d_logits, out=d_out[:, :NUM_ACTIONS])
         d_out[rows, actions] += d_log_prob
         np.multiply(value_error, 2.0 * cfg.value_coef / n, out=d_out[:, NUM_ACTIONS])
-        self.net.backward(d_out)
         return metrics
 
     def _clip_and_apply(self) -> None:
@@ -628,8 +642,12 @@ class _NumpyPPO:
                 self.net.params, self.net.grads, self.m, self.v, self.net.actor_mask, self._lr_m,
                 self.config.max_grad_norm, _ADAM_BETA1, _ADAM_BETA2, _ADAM_EPS,
             )  # fmt: skip
-            self.net.refresh()
-            return
+        else:
+            self._clip_and_apply_numpy()
+        self.net.refresh()
+
+    def _clip_and_apply_numpy(self) -> None:
+        """ppo_kernels.clip_and_adam in numpy passes."""
         # every 40k-float temporary is a fresh allocation (and page faults): all passes write into buffers
         g, m, v, actor = self.net.grads, self.m, self.v, self.net.actor_mask
         tmp, tmp2 = self._scratch
@@ -656,7 +674,6 @@ class _NumpyPPO:
         tmp += _ADAM_EPS
         np.divide(m, tmp, out=tmp)
         self.net.params -= tmp
-        self.net.refresh()
 
 
 # ---------------------------------------------------------------------------------------------------
