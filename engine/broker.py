@@ -73,9 +73,10 @@ class Execution:
     opened: bool = False
 
 
-def taker_fee(shares: float, price: float, rate: float) -> float:
-    """Polymarket taker fee in USDC for `shares` at `price`, rounded to 5 decimals."""
-    return round(shares * rate * price * (1.0 - price), 5)
+def taker_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -> float:
+    """Polymarket taker fee in USDC for `shares` at `price`, rounded to 5 decimals: `rate x (p(1-p))^exponent`
+    per share (the exponent is 1 on the crypto markets; CLOB V2's market info states it)."""
+    return round(shares * rate * (price * (1.0 - price)) ** exponent, 5)
 
 
 def floor_shares(shares: float) -> float:

@@ -49,13 +49,23 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, SignedOrderV2
 
-from engine.broker import SHARE_STEP, Book, Fill, PositionRules, ceil_to_tick, floor_shares, floor_to_tick
+from engine.broker import (
+    SHARE_STEP,
+    Book,
+    Fill,
+    PositionRules,
+    SkipCounts,
+    ceil_to_tick,
+    floor_shares,
+    floor_to_tick,
+    taker_fee,
+)
 from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import UP, Position, TradeRecord, realize
 from streamers.endpoints import Endpoints
 from streamers.frames import MarketInfo
 
-__all__ = ["LiveBroker", "LiveBrokerError", "LiveBrokerFatal", "LiveSkipCounts", "venue_fee"]
+__all__ = ["LiveBroker", "LiveBrokerError", "LiveBrokerFatal", "LiveSkipCounts"]
 
 log = logging.getLogger(__name__)
 
@@ -91,13 +101,9 @@ _FATAL = {
 
 
 @dataclass(slots=True)
-class LiveSkipCounts:
-    """Orders that did not trade, by reason (reported, never faked); PaperBroker's keys plus the venue's."""
+class LiveSkipCounts(SkipCounts):
+    """PaperBroker's counts (not sent: below the minimum, empty book, dust) plus the venue's."""
 
-    below_min_size: int = 0  # entry would fill fewer shares than the market minimum (not sent)
-    exit_below_min_size: int = 0  # exit of holdings below the minimum (not sent; held to settlement)
-    empty_book: int = 0  # nothing tradable within the slippage cap (not sent)
-    dust_shares: float = 0.0  # shares abandoned below the 0.01 step
     exposure_cap: int = 0  # entries refused because the run's dollar cap is spent (not sent)
     unknown_outcome: int = 0  # orders whose answer was lost in transit: filled or not is unknown
     unsold_shares: float = 0.0  # shares close_at_book could not sell: still in the wallet, booked at 0
@@ -105,15 +111,15 @@ class LiveSkipCounts:
 
     def to_dict(self) -> dict:
         return {
-            "below_min_size": self.below_min_size,
-            "exit_below_min_size": self.exit_below_min_size,
-            "empty_book": self.empty_book,
-            "dust_shares": round(self.dust_shares, 6),
+            **SkipCounts.to_dict(self),
             "exposure_cap": self.exposure_cap,
             "unknown_outcome": self.unknown_outcome,
             "unsold_shares": round(self.unsold_shares, 6),
             "rejected": dict(sorted(self.rejected.items())),
         }
+
+    def refused(self, reason: str) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,13 +157,6 @@ class _ClobClient(ClobClient):
 
     def _resolve_transactions_hashes(self, response):
         return response
-
-
-def venue_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -> float:
-    """The venue's taker fee in USDC for `shares` at `price`, rounded to 5 decimals."""
-    return round(shares * rate * (price * (1.0 - price)) ** exponent, 5)
-
-
 
 
 def _floor_cents(dollars: float) -> float:
@@ -496,8 +495,6 @@ class LiveBroker(PositionRules):
         maker, taker = int(signed.makerAmount), int(signed.takerAmount)
         if maker % _MAKER_STEP == 0 and taker % _TAKER_STEP == 0:
             return signed
-        contracts = get_contract_config(self.client.chain_id)
-        exchange = contracts.neg_risk_exchange_v2 if rules.neg_risk else contracts.exchange_v2
         data = OrderDataV2(
             maker=signed.maker,
             tokenId=signed.tokenId,
@@ -510,7 +507,13 @@ class LiveBroker(PositionRules):
             metadata=signed.metadata,
             builder=signed.builder,
         )
-        return ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer).build_signed_order(data)
+        return self._order_builder(rules).build_signed_order(data)
+
+    def _order_builder(self, rules: _Rules) -> ExchangeOrderBuilderV2:
+        """The client's V2 signer for this market's exchange contract (neg-risk markets have their own)."""
+        contracts = get_contract_config(self.client.chain_id)
+        exchange = contracts.neg_risk_exchange_v2 if rules.neg_risk else contracts.exchange_v2
+        return ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer)
 
     def _recover(self, signed: object, rules: _Rules, what: str) -> dict | None:
         """The answer to an order whose response was lost in transit, rebuilt from the venue's records
@@ -519,9 +522,7 @@ class LiveBroker(PositionRules):
         the run cap as if spent (the safe side)."""
         if not isinstance(signed, SignedOrderV2):
             return None
-        contracts = get_contract_config(self.client.chain_id)
-        exchange = contracts.neg_risk_exchange_v2 if rules.neg_risk else contracts.exchange_v2
-        builder = ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer)
+        builder = self._order_builder(rules)
         order_id = builder.build_order_hash(builder.build_order_typed_data(signed))
         buy = int(signed.side) == 0
         try:
@@ -554,11 +555,11 @@ class LiveBroker(PositionRules):
         shares, cash = (taking, making) if side == "BUY" else (making, taking)
         if shares <= 0.0 or cash <= 0.0:
             # accepted without a match (e.g. status "delayed"): nothing is booked
-            self.skipped.rejected[NO_MATCH] = self.skipped.rejected.get(NO_MATCH, 0) + 1
+            self.skipped.refused(NO_MATCH)
             log.warning("order %s matched nothing (status %s)", response.get("orderID", "?"), response.get("status"))
             return None
         avg = cash / shares
-        return _VenueFill(shares, cash, venue_fee(shares, avg, rules.fee_rate, rules.fee_exponent), avg)
+        return _VenueFill(shares, cash, taker_fee(shares, avg, rules.fee_rate, rules.fee_exponent), avg)
 
     def _refresh_balance(self, token: str) -> None:
         # Polymarket's advice for sells refused right after a buy: ask the venue to re-read the balance
@@ -578,6 +579,6 @@ class LiveBroker(PositionRules):
                 raise LiveBrokerFatal(f"the CLOB refused the order with '{message}': {hint}.")
 
     def _reject(self, reason: str, what: str, detail: object) -> NoReturn:
-        self.skipped.rejected[reason] = self.skipped.rejected.get(reason, 0) + 1
+        self.skipped.refused(reason)
         log.warning("live order refused (%s): %s: %s", reason, what, detail)
         raise _Refused(reason)

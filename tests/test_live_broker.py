@@ -21,7 +21,8 @@ from py_clob_client_v2.clob_types import CreateOrderOptions
 from py_clob_client_v2.exceptions import PolyApiException
 from py_clob_client_v2.signer import Signer
 
-from engine.live_broker import LiveBroker, venue_fee
+from engine.broker import taker_fee as venue_fee
+from engine.live_broker import LiveBroker
 from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import EXIT_SHUTDOWN, UP
 from strategies.base import Action
