@@ -20,6 +20,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from core.fees import taker_fee
 from engine.positions import DOWN, EXIT_CLOSE, UP, Position, TradeRecord, realize
 from strategies.base import Action
 from streamers.frames import MarketInfo
@@ -71,12 +72,6 @@ class Execution:
     position: Position | None
     record: TradeRecord | None = None
     opened: bool = False
-
-
-def taker_fee(shares: float, price: float, rate: float, exponent: float = 1.0) -> float:
-    """Polymarket taker fee in USDC for `shares` at `price`, rounded to 5 decimals: `rate x (p(1-p))^exponent`
-    per share (the exponent is 1 on the crypto markets; CLOB V2's market info states it)."""
-    return round(shares * rate * (price * (1.0 - price)) ** exponent, 5)
 
 
 def floor_shares(shares: float) -> float:

@@ -1,0 +1,1 @@
+"""The bottom layer: vocabulary every package may import (market rules such as fees); imports nothing above it."""
