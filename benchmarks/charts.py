@@ -308,7 +308,7 @@ def run_ids(logs: Path) -> list[str]:
 
 
 def _money(x: float) -> str:
-    return f"{'-' if x < 0 else '+'}${abs(x):,.2f}"
+    return f"${x:+,.2f}"
 
 
 def _colours(values: list[float]) -> list[str]:

@@ -26,8 +26,8 @@ _UNIFORM_ENTROPY = math.log(3)  # three actions chosen at random
 
 
 def money(x: float) -> str:
-    """-$1,234.56 / +$1,234.56: the sign where a trader reads it."""
-    return f"{'-' if x < 0 else '+'}${abs(x):,.2f}"
+    """$+1,234.56 / $-1,234.56, as the end-of-run summary writes it."""
+    return f"${x:+,.2f}"
 
 
 def hms(seconds: float | None) -> str:
@@ -123,9 +123,10 @@ def _header(snap: dict, width: int) -> Panel:
     line = Table.grid(padding=(0, 1))
     fraction = progress.get("fraction")
     if fraction is not None:
-        line.add_column(width=max(10, min(30, width - 60)))
+        text = progress_text(progress)
+        line.add_column(width=max(8, min(30, width - 5 - len(text))))  # the bar takes what the text leaves
         line.add_column()
-        line.add_row(ProgressBar(total=1.0, completed=fraction), progress_text(progress))
+        line.add_row(ProgressBar(total=1.0, completed=fraction), text)
     else:
         line.add_column()
         line.add_row(progress_text(progress) + "  (until Ctrl+C)")
@@ -222,9 +223,9 @@ def _curves(snap: dict, width: int) -> Panel:
 
 
 def _trades(snap: dict, rows: int) -> Panel:
-    table = Table(box=None, show_header=False, pad_edge=False)
-    for justify in ("left", "left", "left", "right", "right", "left"):
-        table.add_column(justify=justify, no_wrap=True)
+    table = Table(box=None, show_header=False, pad_edge=False, padding=(0, 1))
+    for justify, size in (("left", 8), ("left", 4), ("left", 4), ("left", 13), ("right", 11), ("left", 10)):
+        table.add_column(justify=justify, width=size, no_wrap=True)
     recent = list(snap.get("recent_trades", []))[-rows:][::-1]  # newest first
     for t in recent:
         when = datetime.fromtimestamp(t["time"], tz=UTC).strftime("%H:%M:%S")
