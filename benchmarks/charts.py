@@ -358,8 +358,9 @@ def plot_trade_pnl(trades: list[dict[str, str]], path: Path, name: str) -> Path:
     low, high = min(values), max(values)
     if high - low < 1e-9:  # one value: give the single bar some width
         low, high = low - 0.5, high + 0.5
-    n_bins = max(10, min(60, int(math.sqrt(len(values)) * 2)))
-    bins = [low + (high - low) * i / n_bins for i in range(n_bins + 1)]
+    step = (high - low) / max(10, min(60, int(math.sqrt(len(values)) * 2)))
+    first = math.floor(low / step)  # bin edges on multiples of step: zero is an edge, no bin mixes gains and losses
+    bins = [(first + i) * step for i in range(math.ceil(high / step) - first + 1)]
     wins = [v for v in values if v > 0]
     losses = [v for v in values if v <= 0]
     mean = sum(values) / len(values)

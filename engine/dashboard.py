@@ -52,6 +52,15 @@ def resample(values: Sequence[float], width: int) -> list[float]:
     return out
 
 
+def drawdown(equity: Sequence[float]) -> float:
+    """The largest fall from a running peak, in dollars (>= 0)."""
+    peak, worst = -math.inf, 0.0
+    for v in equity:
+        peak = max(peak, v)
+        worst = max(worst, peak - v)
+    return worst
+
+
 def sparkline(values: Sequence[float], width: int, style: Callable[[float], str] | str = "") -> Text:
     """Values as block characters scaled from their min to their max, at most `width` wide."""
     points = resample(values, max(1, width))
@@ -126,7 +135,8 @@ def _header(snap: dict, width: int) -> Panel:
         text = progress_text(progress)
         line.add_column(width=max(8, min(30, width - 5 - len(text))))  # the bar takes what the text leaves
         line.add_column()
-        line.add_row(ProgressBar(total=1.0, completed=fraction), text)
+        bar = ProgressBar(total=1.0, completed=fraction, complete_style="cyan", finished_style="green")
+        line.add_row(bar, text)
     else:
         line.add_column()
         line.add_row(progress_text(progress) + "  (until Ctrl+C)")
@@ -186,17 +196,18 @@ def _markets(snap: dict, width: int) -> Panel:
 
 
 def _curves(snap: dict, width: int) -> Panel:
-    label, value = 8, 30
+    label, value = 8, 34
     spark = max(10, width - 4 - label - value - 2)  # panel borders and padding, two column gaps
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=label, no_wrap=True)
     grid.add_column(width=spark, no_wrap=True)
     grid.add_column(width=value, no_wrap=True)
     pnl = snap.get("pnl", 0.0)
-    equity = [*snap.get("equity", []), pnl] if snap.get("trades") else []
+    equity = [0.0, *snap.get("equity", []), pnl] if snap.get("trades") else []
     if equity:
         grid.add_row("equity", sparkline(equity, spark, _pnl_style),
-                     Text.assemble((money(pnl), f"bold {_pnl_style(pnl)}".strip()), f"  low {money(min(equity))}"))
+                     Text.assemble((money(pnl), f"bold {_pnl_style(pnl)}".strip()),
+                                   f"  max DD ${drawdown(equity):,.2f}"))
     else:
         grid.add_row("equity", Text("no trades yet", "dim"), "")
     learn = snap.get("last_update")
