@@ -83,7 +83,7 @@ def test_charts_folder_that_cannot_be_created_exits_2_before_the_run(tmp_path):
     blocker.write_text("not a folder")
     proc = run_cli("--strategy", "momentum", "--markets", "1", "--no-tui", "--log-dir", str(tmp_path / "logs"),
                    "--charts", str(blocker / "charts"))
-    assert_one_sentence_error(proc, "--charts")
+    assert_one_sentence_error(proc, "--charts: cannot create the folder")
     assert not (tmp_path / "logs").exists() or not list((tmp_path / "logs").iterdir())
 
 
