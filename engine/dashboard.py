@@ -117,7 +117,8 @@ def window_line(snap: dict) -> str:
         parts.append(f"ETA {hms(progress.get('eta_seconds'))}")
     learn = snap.get("last_update")
     if snap.get("training") and learn:
-        parts.append(f"entropy {learn.get('entropy', math.nan):.3f}  EV {learn.get('explained_variance', math.nan):+.2f}")
+        parts.append(f"entropy {learn.get('entropy', math.nan):.3f}")
+        parts.append(f"EV {learn.get('explained_variance', math.nan):+.2f}")
     return "  ".join(parts)
 
 

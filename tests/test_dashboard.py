@@ -133,8 +133,8 @@ def test_a_busy_dashboard_fits_the_screen_without_wrapping_or_cropping(width):
     assert all(len(line) <= width for line in lines)
     assert not any("…" in line for line in lines), "\n".join(lines)
     text = "\n".join(lines)
-    for needle in ("$-123,456.78", "max DD $123,456.78", "1,234,567", "windows done 96/1000", "ETA", "0.612", "+5.7¢", "PPO update 98765",
-                   "XRP   UP    0.512 → 0.498   $-1,234.56"):
+    for needle in ("$-123,456.78", "max DD $123,456.78", "1,234,567", "windows done 96/1000", "ETA", "0.612",
+                   "+5.7¢", "PPO update 98765", "XRP   UP    0.512 → 0.498   $-1,234.56"):
         assert needle in text, needle
     rows = [line for line in lines if line.startswith("│ SOL")]
     assert len(rows) == 1 and "0.445" in rows[0] and "-123.45" in rows[0]
