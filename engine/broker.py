@@ -1,8 +1,9 @@
 """Paper broker: fills orders against the real Polymarket book the way the venue would.
 
 `fill="book"` (default): taker orders walk the book level by level at the resting prices, pay the
-market's taker fee `C * rate * p * (1 - p)` per level (rounded to 5 decimals; taken in shares on buys,
-in USDC on sells), respect the tick grid (a limit price must lie in [tick, 1 - tick]) and the minimum
+market's taker fee `C x rate x (p(1-p))^exponent` per level (core.fees, rounded to 5 decimals) as CLOB
+V2 charges it: on a buy in USDC on top of the fill, every bought share delivered; on a sale out of the
+proceeds. Orders respect the tick grid (a limit price must lie in [tick, 1 - tick]) and the minimum
 order size, and cannot reuse liquidity another order took in the same tick.
 `fill="mid"`: the reference project's paper assumption (fill at the token's mid, no fee, no depth or
 size limits), kept only to compare numbers.
@@ -39,10 +40,10 @@ class Book(Protocol):
 
 @dataclass(slots=True)
 class Fill:
-    shares: float  # gross shares traded
-    net_shares: float  # shares received on a buy (gross minus fee/p per level); shares delivered on a sale
-    cash: float  # dollars paid (buy) or received before the fee (sale)
-    fee: float  # USDC value of the taker fee
+    shares: float  # shares traded
+    net_shares: float  # shares delivered: all of them where the fee is paid in USDC (paper, CLOB V2)
+    cash: float  # USDC paid for the shares (buy, the fee on top) or received before the fee (sale)
+    fee: float  # USDC paid in taker fees
     avg_price: float
     limit_price: float  # the order's limit on the tick grid (worst price it may take)
 
@@ -197,7 +198,8 @@ class PaperBroker(PositionRules):
         return used.by_price
 
     def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
-        """Spend up to `dollars` on `token_id` taking asks; None (counted) when nothing may trade."""
+        """Spend up to `dollars` on shares of `token_id` taking asks, the fee on top; None (counted) when
+        nothing may trade."""
         if self.fill == "mid":
             mid = _mid(book)
             if mid is None or mid <= 0.0:
@@ -233,14 +235,12 @@ class PaperBroker(PositionRules):
         if gross + _EPS < info.min_size:
             self.skipped.below_min_size += 1
             return None
-        cash = fee = net = 0.0
+        cash = fee = 0.0
         for price, qty in plan:
-            level_fee = taker_fee(qty, price, info.fee_rate)
             taken[price] = taken.get(price, 0.0) + qty
             cash += qty * price
-            fee += level_fee
-            net += qty - level_fee / price  # the fee is collected in shares on buys
-        return Fill(gross, net, cash, round(fee, 5), cash / gross, limit)
+            fee += taker_fee(qty, price, info.fee_rate, info.fee_exponent)
+        return Fill(gross, gross, cash, round(fee, 5), cash / gross, limit)
 
     def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
         """Sell `shares` of `token_id` into its bids; may fill partially; None (counted) when it cannot trade."""
@@ -274,7 +274,7 @@ class PaperBroker(PositionRules):
                 continue
             taken[price] = taken.get(price, 0.0) + qty
             cash += qty * price
-            fee += taker_fee(qty, price, info.fee_rate)
+            fee += taker_fee(qty, price, info.fee_rate, info.fee_exponent)
             remaining = round(remaining - qty, 6)
             limit = level_limit
         sold = round(order - remaining, 6)
