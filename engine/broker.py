@@ -93,6 +93,59 @@ def _mid(book: Book | None) -> float | None:
     return (book.bids[0][0] + book.asks[0][0]) / 2.0
 
 
+def order_side(action: Action, position: Position | None) -> tuple[str, bool] | None:
+    """The order an action sends under the position rules: (the side of the token, True for a buy), or
+    None when it sends none. BUY opens UP or closes DOWN, SELL opens DOWN or closes UP; BUY while long
+    UP, SELL while long DOWN (no pyramiding) and HOLD send nothing."""
+    if action == Action.HOLD:
+        return None
+    if position is None:
+        return (UP if action == Action.BUY else DOWN), True
+    if (action == Action.BUY) == (position.side == DOWN):
+        return position.side, False
+    return None
+
+
+def order_limit(book: Book | None, buying: bool, tick: float, max_slippage: float) -> float | None:
+    """The limit the live broker sends: `max_slippage` past the touch on the tick grid, inside
+    [tick, 1 - tick]; None when the side the order needs is empty."""
+    levels = (book.asks if buying else book.bids) if book is not None else None
+    if not levels:
+        return None
+    tick = book.tick_size or tick
+    if buying:
+        return min(1.0 - tick, ceil_to_tick(levels[0][0] + max_slippage, tick))
+    return max(tick, floor_to_tick(levels[0][0] - max_slippage, tick))
+
+
+@dataclass(slots=True)
+class LimitedBook:
+    """The part of a book a limit order may take: one side cut at the limit, the other as it is."""
+
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    tick_size: float
+    updated_at: float
+
+
+def within_limit(book: Book, buying: bool, limit: float) -> Book | None:
+    """`book` without the levels past `limit` on the side an order takes (asks above a buy's limit,
+    bids below a sale's); None when that side has levels and none reaches the limit. An empty side
+    comes back as it is, for the broker to count."""
+    levels = book.asks if buying else book.bids
+    if buying:
+        reachable = [lv for lv in levels if lv[0] <= limit + _EPS]
+    else:
+        reachable = [lv for lv in levels if lv[0] >= limit - _EPS]
+    if not levels or len(reachable) == len(levels):
+        return book
+    if not reachable:
+        return None
+    if buying:
+        return LimitedBook(book.bids, reachable, book.tick_size, book.updated_at)
+    return LimitedBook(reachable, book.asks, book.tick_size, book.updated_at)
+
+
 @dataclass(slots=True)
 class _Consumed:
     stamp: float
@@ -126,13 +179,13 @@ class PositionRules:
         prob: float,
         underlying_change: float,
     ) -> Execution:
-        """Apply one action with the position rules: BUY opens UP or closes DOWN, SELL opens DOWN or
-        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing. A sale that trades
-        nothing keeps the position (the next exit decision tries again)."""
-        if action == Action.HOLD:
+        """Apply one action with the position rules (`order_side`). A sale that trades nothing keeps the
+        position (the next exit decision tries again)."""
+        order = order_side(action, position)
+        if order is None:
             return Execution(position)
-        if position is None:
-            side = UP if action == Action.BUY else DOWN
+        side, buying = order
+        if buying:
             token = info.token_up if side == UP else info.token_down
             fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
             if fill is None:
@@ -151,12 +204,8 @@ class PositionRules:
                 prob_at_entry=prob,
             )
             return Execution(opened, opened=True)
-        closes = (action == Action.BUY and position.side == DOWN) or (
-            action == Action.SELL and position.side == UP
-        )
-        if not closes:
-            return Execution(position)
-        book = up_book if position.side == UP else down_book
+        assert position is not None  # order_side closes only a held position
+        book = up_book if side == UP else down_book
         fill = self.sell(position.token_id, book, position.shares, info)
         if fill is None:
             return Execution(position)

@@ -263,14 +263,14 @@ def test_csv_logs_of_a_short_scripted_run(tmp_path):
     assert [t["exit_reason"] for t in trades] == ["close", "settle"]
     close, settled = trades
     close_fee = BUY_FEE + taker_fee(10, 0.49, 0.07)
-    assert close["timestamp"] == "2026-01-01T00:00:02+00:00"
+    assert close["timestamp"] == "2026-01-01T00:00:02.300000+00:00"  # decided at T0 + 2, filled 300 ms later
     assert (close["action"], close["side"]) == ("BUY", "UP")
     assert float(close["entry_price"]) == pytest.approx(0.50) and float(close["exit_price"]) == pytest.approx(0.49)
     assert float(close["pnl"]) == pytest.approx(10 * 0.49 - close_fee - 5.0, abs=1e-6)
     assert float(close["size"]) == pytest.approx(5.0) and float(close["shares"]) == pytest.approx(10.0)
     assert float(close["fee"]) == pytest.approx(close_fee, abs=1e-6)
     assert float(close["duration"]) == pytest.approx(2.0)
-    assert float(close["time_remaining_at_entry"]) == pytest.approx(10.0)
+    assert float(close["time_remaining_at_entry"]) == pytest.approx(9.7)  # filled at T0 + 0.3
     assert (settled["action"], settled["side"]) == ("SELL", "DOWN")
     assert float(settled["pnl"]) == pytest.approx(-5.0 - BUY_FEE) and float(settled["exit_price"]) == 0.0
     assert float(settled["underlying_change"]) == pytest.approx(0.0)
