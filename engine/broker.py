@@ -8,6 +8,12 @@ order size, and cannot reuse liquidity another order took in the same tick.
 `fill="mid"`: the reference project's paper assumption (fill at the token's mid, no fee, no depth or
 size limits), kept only to compare numbers.
 
+The engine delays paper orders (`--latency-ms`): an order decided at t reaches this broker with the
+books as they stand at t + latency. A delayed book order carries the limit the live broker would send,
+`max_slippage` past the best price at the decision (`order_limit`), and takes only the levels within
+it (`within_limit`); a book that moved wholly past the limit leaves the order unfilled (counted by the
+engine). At latency 0 orders fill within the tick, uncapped, as before.
+
 Documented choices:
 - A buy whose filled shares fall below the market's minimum size is skipped (counted), never faked.
 - A sale orders the held shares rounded down to 0.01; if that is below the minimum size the exit is

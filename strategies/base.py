@@ -232,6 +232,9 @@ class Strategy:
     The engine calls, every tick: `act_batch(states)`; then `record(market_id, reward)` for each market
     that acted (reward = PnL realized by that action, 0 if none); and `end_market(market_id, reward)`
     when a window resolves (reward = settlement PnL; the market's last step becomes terminal).
+    A paper order fills `--latency-ms` after its tick: its `record` comes after that fill (or after it
+    failed, with 0), and its market is left out of `act_batch` until then, so every decision gets
+    exactly one `record`, before the market's next decision and before its `end_market`.
     Only learning strategies do anything with rewards; `pop_updates()` returns the metrics of the
     learning updates run since the last call.
     """

@@ -12,8 +12,8 @@ import json
 
 import pytest
 
-from engine.broker import taker_fee
-from engine.clock import VirtualClock
+from engine.broker import PaperBroker, taker_fee
+from engine.clock import RealClock, VirtualClock
 from engine.engine import Engine, EngineConfig
 from strategies import create_strategy
 from strategies.base import Action, MarketState
@@ -25,10 +25,13 @@ from tests.test_engine import (
     RecordingStrategy,
     ScriptedSource,
     always,
+    book_frame,
+    chainlink_frame,
     market,
     read_csv,
     run_engine,
     scenario,
+    trade_frame,
 )
 
 
@@ -167,3 +170,38 @@ def test_rl_training_with_latency_gives_every_decision_its_reward_per_market():
     buffer = strategy.buffer
     assert not buffer.pending  # every decision got its reward: no step waits for a fill that never came
     assert not buffer.open  # every market ended with a terminal step
+
+
+def test_real_time_loop_wakes_for_a_fill_between_ticks():
+    clock = RealClock(speed=1.0, sim_origin=T0 + 0.4)
+    a = market("0xa", T0, length=60)
+
+    class QuietSource:
+        virtual = False
+
+        async def frames(self):
+            now = clock.now()
+            for frame in (Frame(now, "discovery", json.dumps([a])), book_frame(now, a), trade_frame(now),
+                          chainlink_frame(now, now, 100.0)):
+                yield frame
+            await asyncio.sleep(3600)  # then silence: only the loop's own timers wake it
+
+    class ClockedBroker(PaperBroker):
+        """The paper broker, noting the clock time each order reaches it."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.reached: list[float] = []
+
+        def execute(self, *args):
+            self.reached.append(clock.now())
+            return super().execute(*args)
+
+    broker = ClockedBroker()
+    engine = Engine(RecordingStrategy(buy_once_at(59.5)), QuietSource(), clock, MarketData(assets=("BTC",)),
+                    EngineConfig(assets=("BTC",), log_dir=None, duration=1.5, stale_book_seconds=1e9,
+                                 stale_futures_seconds=1e9, latency_ms=200), broker=broker)
+    asyncio.run(engine.run())
+    # decided at the tick T0 + 0.5, due at T0 + 0.7: well before the next tick at T0 + 1.0
+    assert len(broker.reached) == 1
+    assert T0 + 0.7 <= broker.reached[0] < T0 + 0.9
