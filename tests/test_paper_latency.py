@@ -15,7 +15,6 @@ import pytest
 from engine.broker import PaperBroker, taker_fee
 from engine.clock import RealClock, VirtualClock
 from engine.engine import Engine, EngineConfig
-from strategies import create_strategy
 from strategies.base import Action, MarketState
 from strategies.rl_mlx import RLStrategy
 from streamers.frames import Frame
@@ -153,23 +152,49 @@ def test_negative_latency_is_refused():
                MarketData(assets=("BTC",)), EngineConfig(latency_ms=-1.0))
 
 
-def rl_run(strategy: RLStrategy, seed: int, latency_ms: float) -> dict:
-    config = EngineConfig(assets=("BTC",), max_windows=2, log_dir=None, seed=seed, train=True,
-                          latency_ms=latency_ms)
-    from sim.source import SimSource
+class TrackedRL(RLStrategy):
+    """The PPO agent, counting per market the decisions it was asked for and the rewards it was given."""
 
-    engine = Engine(strategy, SimSource(seed, assets=("BTC",), background=False), VirtualClock(),
-                    MarketData(assets=("BTC",)), config)
-    return asyncio.run(engine.run())
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.asked: dict[str, int] = {}
+        self.recorded: dict[str, int] = {}
+        self.rewards = 0.0
+        self.violations: list[str] = []
+
+    def act_batch(self, states):
+        for s in states:
+            if self.asked.get(s.market_id, 0) != self.recorded.get(s.market_id, 0):
+                self.violations.append(f"{s.market_id} asked again before its record")
+            self.asked[s.market_id] = self.asked.get(s.market_id, 0) + 1
+        return super().act_batch(states)
+
+    def record(self, market_id, reward):
+        self.recorded[market_id] = self.recorded.get(market_id, 0) + 1
+        self.rewards += reward
+        super().record(market_id, reward)
+
+    def end_market(self, market_id, reward):
+        if self.asked.get(market_id, 0) != self.recorded.get(market_id, 0):
+            self.violations.append(f"{market_id} ended with a decision unrecorded")
+        self.rewards += reward
+        super().end_market(market_id, reward)
 
 
 def test_rl_training_with_latency_gives_every_decision_its_reward_per_market():
-    strategy = create_strategy("rl", seed=4)
-    report = rl_run(strategy, seed=4, latency_ms=700)  # longer than a tick: markets skip ticks in flight
+    from sim.source import SimSource
+
+    strategy = TrackedRL(seed=4)
+    strategy.train()
+    config = EngineConfig(assets=("BTC",), max_windows=2, log_dir=None, seed=4, train=True, latency_ms=700)
+    engine = Engine(strategy, SimSource(4, assets=("BTC",), background=False), VirtualClock(),
+                    MarketData(assets=("BTC",)), config)  # 700 ms: longer than a tick, markets skip ticks
+    report = asyncio.run(engine.run())
     assert report["windows"] == 2 and report["trades"] > 0 and report["updates"] > 0
-    buffer = strategy.buffer
-    assert not buffer.pending  # every decision got its reward: no step waits for a fill that never came
-    assert not buffer.open  # every market ended with a terminal step
+    assert strategy.violations == []
+    assert strategy.asked == strategy.recorded and sum(strategy.asked.values()) == report["decisions"]
+    assert strategy.rewards == pytest.approx(report["pnl"], abs=1e-6)  # every realized dollar reached the agent
+    assert not strategy.buffer.pending and not strategy.buffer.open  # every trajectory ended terminal
 
 
 def test_real_time_loop_wakes_for_a_fill_between_ticks():
