@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine.broker import PaperBroker, taker_fee
+from engine.broker import PaperBroker, order_limit, taker_fee, within_limit
 from engine.positions import DOWN, UP, Position, settle
 from strategies.base import Action
 from streamers.frames import MarketInfo
@@ -246,3 +246,19 @@ def test_mid_fill_uses_the_mid_without_fee_depth_or_minimum():
 def test_unknown_fill_mode_is_refused():
     with pytest.raises(ValueError, match="fill mode"):
         PaperBroker("last")
+
+
+def test_a_limited_book_order_takes_only_the_levels_within_its_limit():
+    # decided with the ask at 0.50: limit 0.50 + 0.05 = 0.55; the sale's floor 0.49 - 0.05 = 0.44
+    decided = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    assert order_limit(decided, True, 0.01, 0.05) == pytest.approx(0.55)
+    assert order_limit(decided, False, 0.01, 0.05) == pytest.approx(0.44)
+    assert order_limit(book("up1", bids=[(0.49, 100)]), True, 0.01, 0.05) is None
+    assert order_limit(book("up1", asks=[(0.98, 100)]), True, 0.01, 0.05) == pytest.approx(0.99)  # inside 1 - tick
+    moved = book("up1", bids=[(0.40, 100)], asks=[(0.54, 4), (0.55, 2), (0.58, 100)], t=2.0)
+    fill = PaperBroker().buy("up1", within_limit(moved, True, 0.55), 5.0, INFO)
+    # 4 x 0.54 + 2 x 0.55 = $3.26 for 6 shares; the 0.58 level is past the limit
+    assert fill.shares == pytest.approx(6.0) and fill.cash == pytest.approx(3.26)
+    assert within_limit(moved, True, 0.53) is None  # the whole side moved past it
+    assert within_limit(moved, False, 0.44) is None  # the bids fell below the sale's floor
+    assert within_limit(moved, False, 0.40) is moved  # every level reachable: the book as it is
