@@ -188,7 +188,6 @@ class _Rules:
     fee_rate: float
     fee_exponent: float
     neg_risk: bool
-    fetched_at: float  # monotonic
 
     @property
     def tick_value(self) -> float:
@@ -284,6 +283,15 @@ def _error_text(exc: PolyException) -> str:
     if isinstance(exc, PolyApiException):
         return _message(exc.error_msg)
     return str(getattr(exc, "msg", exc))
+
+
+def _levels(trade: dict) -> list[tuple[float, float]]:
+    """(shares, price) a taker trade matched: its maker orders, each at its own price; the trade's own
+    size and price when it lists none."""
+    makers = trade.get("maker_orders") or []
+    if makers:
+        return [(float(m["matched_amount"]), float(m["price"])) for m in makers]
+    return [(float(trade["size"]), float(trade["price"]))]
 
 
 def _unanswered(status: int | None) -> bool:
@@ -475,13 +483,13 @@ class LiveBroker(PositionRules):
         self.balance = balance
         return balance
 
-    def _balance_allowances(self, answer: Any) -> tuple[float, dict[str, int]]:
+    def _balance_allowances(self, answer: Any) -> tuple[float, dict[str, float]]:
         if not isinstance(answer, dict) or "balance" not in answer:
             raise ValueError(f"unexpected balance/allowance answer {answer!r}")
-        allowances = {str(k).lower(): int(v) for k, v in (answer.get("allowances") or {}).items()}
-        return int(answer["balance"]) / 1e6, allowances
+        allowances = {str(k).lower(): float(v) for k, v in (answer.get("allowances") or {}).items()}
+        return float(answer["balance"]) / 1e6, allowances
 
-    def _missing(self, allowances: dict[str, int]) -> str:
+    def _missing(self, allowances: dict[str, float]) -> str:
         """The spenders (every one the venue lists, and the V2 exchange) without an allowance, in words."""
         required = sorted(set(allowances) | {self._exchange})
         return ", ".join(f"{self._spender_names.get(s, 'the contract')} ({s})" for s in required
@@ -493,7 +501,7 @@ class LiveBroker(PositionRules):
             return
         params = BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=token)
 
-        def read() -> tuple[float, dict[str, int]]:
+        def read() -> tuple[float, dict[str, float]]:
             self.client.update_balance_allowance(params)
             return self._balance_allowances(self.client.get_balance_allowance(params))
 
@@ -754,7 +762,7 @@ class LiveBroker(PositionRules):
         except PolyApiException as exc:
             message = _error_text(exc)
             self._check_fatal(exc.status_code, message)
-            if not _unanswered(exc.status_code) or order_id is None:
+            if not _unanswered(exc.status_code):
                 self._reject(_classify(exc.status_code, message), what, f"{message} (status {exc.status_code})", info)
             self.orders_sent += 1
             log.warning("order %s (%s): no answer (%s, status %s); looking for its fill in the venue's trades",
@@ -825,10 +833,8 @@ class LiveBroker(PositionRules):
         exchange = contracts.neg_risk_exchange_v2 if rules.neg_risk else contracts.exchange_v2
         return ExchangeOrderBuilderV2(exchange, self.client.chain_id, self.client.signer)
 
-    def _order_hash(self, signed: object, rules: _Rules) -> str | None:
+    def _order_hash(self, signed: object, rules: _Rules) -> str:
         """The order id the venue gives the order (its EIP-712 hash), known before any answer."""
-        if not isinstance(signed, SignedOrderV2):
-            return None
         builder = self._order_builder(rules)
         return builder.build_order_hash(builder.build_order_typed_data(signed))
 
@@ -848,13 +854,13 @@ class LiveBroker(PositionRules):
                           order_id)
 
     def _fill_from_trades(self, trades: list[dict], p: _Pending) -> _VenueFill | None:
-        """What the venue's trades of an order say traded; the fee per trade at its own price."""
-        live = [t for t in trades if str(t.get("status", "")).upper() != "FAILED"]
-        shares = sum(float(t["size"]) for t in live)
+        """What the venue's trades of an order say traded, level by level; the fee at each level's price."""
+        levels = [lv for t in trades if str(t.get("status", "")).upper() != "FAILED" for lv in _levels(t)]
+        shares = sum(q for q, _ in levels)
         if shares <= 0.0:
             return None
-        cash = sum(float(t["size"]) * float(t["price"]) for t in live)
-        fee = sum(taker_fee(float(t["size"]), float(t["price"]), p.rules.fee_rate, p.rules.fee_exponent) for t in live)
+        cash = sum(q * price for q, price in levels)
+        fee = sum(taker_fee(q, price, p.rules.fee_rate, p.rules.fee_exponent) for q, price in levels)
         return _VenueFill(shares, cash, round(fee, 5), cash / shares, p.limit, p.order_id)
 
     def _book(self, fill: _VenueFill, info: MarketInfo, token: str, side: str, rules: _Rules, sent_at: float) -> None:
@@ -881,7 +887,7 @@ class LiveBroker(PositionRules):
         """Look for a pending order's fill within the call; PENDING (still reserved) when none shows."""
         for pause in _POLLS:
             self._sleep(pause)
-            trades = self._order_trades(p)
+            trades = self._trades_of([p])[p.order_id]
             if trades:
                 del self._pending[p.order_id]
                 fill = self._fill_from_trades(trades, p)
@@ -894,15 +900,26 @@ class LiveBroker(PositionRules):
                     self.release_after)
         raise _Refused(PENDING)
 
-    def _order_trades(self, p: _Pending | _Booked) -> list[dict] | None:
-        """The venue's trades of an order (it is their taker); None when the venue cannot be asked."""
-        try:
-            trades = self.client.get_trades(TradeParams(asset_id=p.token, after=int(p.sent_at) - _LOOKBACK))
-        except (PolyException, ValueError, TypeError, KeyError, AttributeError) as exc:
-            log.debug("trades of order %s: %s", p.order_id, exc)
-            return None
-        wanted = p.order_id.lower()
-        return [t for t in trades if isinstance(t, dict) and str(t.get("taker_order_id", "")).lower() == wanted]
+    def _trades_of(self, orders: list[_Pending] | list[_Booked]) -> dict[str, list[dict] | None]:
+        """The venue's trades of these orders (they are the taker), by order id, one request per token;
+        None for an order whose trades could not be read."""
+        by_token: dict[str, list[_Pending | _Booked]] = {}
+        for o in orders:
+            by_token.setdefault(o.token, []).append(o)
+        found: dict[str, list[dict] | None] = {}
+        for token, group in by_token.items():
+            after = int(min(o.sent_at for o in group)) - _LOOKBACK
+            try:
+                trades = self.client.get_trades(TradeParams(asset_id=token, after=after))
+            except (PolyException, ValueError, TypeError, KeyError, AttributeError) as exc:
+                log.debug("trades of %s: %s", token, exc)
+                found.update(dict.fromkeys((o.order_id for o in group), None))
+                continue
+            for o in group:
+                wanted = o.order_id.lower()
+                found[o.order_id] = [t for t in trades
+                                     if isinstance(t, dict) and str(t.get("taker_order_id", "")).lower() == wanted]
+        return found
 
     def _reserved(self) -> float:
         return sum(p.reserved for p in self._pending.values() if not p.released)
@@ -920,10 +937,14 @@ class LiveBroker(PositionRules):
     def _reconcile(self) -> None:
         """Look once at every pending order: book a fill that showed up, release or forget the rest."""
         now = self._monotonic()
+        found = self._trades_of(list(self._pending.values()))
         for p in list(self._pending.values()):
-            trades = self._order_trades(p)
+            trades = found[p.order_id]
             fill = self._fill_from_trades(trades, p) if trades else None
-            if fill is not None:
+            if trades and fill is None:  # it matched, and its trades failed: nothing happened
+                del self._pending[p.order_id]
+                self.skipped.refused(TRADE_FAILED)
+            elif fill is not None:
                 del self._pending[p.order_id]
                 self._book(fill, p.info, p.token, p.side, p.rules, p.sent_at)
                 if p.released:
@@ -964,8 +985,9 @@ class LiveBroker(PositionRules):
     def _check_settlement(self) -> None:
         """Follow booked trades to CONFIRMED; unbook those that end FAILED."""
         now = self._monotonic()
+        found = self._trades_of(list(self._booked.values()))
         for b in list(self._booked.values()):
-            trades = self._order_trades(b)
+            trades = found[b.order_id]
             if trades is None:
                 continue
             for t in trades:
@@ -974,15 +996,18 @@ class LiveBroker(PositionRules):
                     continue
                 b.done.add(tid)
                 if status == "FAILED":
-                    self._unbook(b, float(t["size"]), float(t["price"]))
+                    self._unbook(b, _levels(t))
             if (trades and len(b.done) == len(trades)) or now >= b.forget_at:
                 del self._booked[b.order_id]
 
-    def _unbook(self, b: _Booked, size: float, price: float) -> None:
-        fee = taker_fee(size, price, b.rules.fee_rate, b.rules.fee_exponent)
+    def _unbook(self, b: _Booked, levels: list[tuple[float, float]]) -> None:
+        size = sum(q for q, _ in levels)
+        value = sum(q * price for q, price in levels)
+        fee = sum(taker_fee(q, price, b.rules.fee_rate, b.rules.fee_exponent) for q, price in levels)
+        price = value / size if size > 0 else 0.0
         self.skipped.refused(TRADE_FAILED)
         if b.side == "BUY":
-            cost = size * price + fee
+            cost = value + fee
             self.spent -= cost
             if self.balance is not None:
                 self.balance += cost
@@ -996,11 +1021,11 @@ class LiveBroker(PositionRules):
                       "position and the cap", b.order_id, size, b.info.asset, price)
             return
         if self.balance is not None:
-            self.balance -= size * price - fee
+            self.balance -= value - fee
         self.skipped.hold(b.info, b.token, size, "sale FAILED at settlement")
         log.error("order %s: a sale of %.2f shares of %s at %.4f FAILED at settlement; the shares are back in the "
                   "wallet and the run's PnL counts $%.2f that never arrived", b.order_id, size, b.info.asset, price,
-                  size * price - fee)
+                  value - fee)
 
     # ---- venue reads ------------------------------------------------------------------------
     def _call(self, fn: Callable[[], T], what: str, info: MarketInfo | None = None) -> T:
@@ -1038,7 +1063,6 @@ class LiveBroker(PositionRules):
             fee_rate=float(fees.get("r", info.fee_rate)),
             fee_exponent=float(fees.get("e") or 1.0),
             neg_risk=bool(raw.get("nr", False)),
-            fetched_at=self._monotonic(),
         )
         self._rules[cid] = rules
         if len(self._rules) > _MARKET_CACHE:

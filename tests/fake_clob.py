@@ -139,20 +139,33 @@ class IssuedKey:
 
 @dataclass(slots=True)
 class FakeTrade:
+    """One match of a taker order, as the venue records it: the maker orders it took, level by level."""
+
     id: str
     taker_order_id: str
     market: str
     asset_id: str
     side: str
-    price: float
-    size: int  # micro shares
-    fee: int  # micro pUSD
+    price: float  # the taker order's own price, not what it paid: read `levels`
+    levels: list[tuple[str, float, int, int]]  # (maker order id, price, micro shares, micro fee)
     maker: str  # the taker order's funder
     owner: str  # API key
     match_time: float
     status: str = "MATCHED"
     fails: bool = False  # settles FAILED (the chain transaction reverts)
     bucket: str = "shares"  # where a buy's shares went (reverted on failure)
+
+    @property
+    def size(self) -> int:
+        return sum(q for _, _, q, _ in self.levels)
+
+    @property
+    def cash(self) -> int:
+        return sum(round(q * p) for _, p, q, _ in self.levels)
+
+    @property
+    def fee(self) -> int:
+        return sum(f for *_, f in self.levels)
 
 
 @dataclass(slots=True)
@@ -800,13 +813,13 @@ class FakeClob:
                fills: list[tuple[Resting, int, int]], wallet: Wallet, funder: str, order_type: str, maker: int,
                taker: int) -> dict:
         shares = cash = 0
-        trade_ids = []
         fails = bool(fills) and self._fail_next > 0
         self._fail_next -= fails
+        bucket = "pending" if self.hold_new_shares else "shares"
+        levels = []
         for r, qty, level_cash in fills:
             r.size -= qty
             fee = self._fee(m, qty, r.price)
-            bucket = "pending" if self.hold_new_shares else "shares"
             if side == "BUY":
                 wallet.usdc -= level_cash + fee  # fees on top: every share is delivered
                 held = getattr(wallet, bucket)
@@ -814,12 +827,15 @@ class FakeClob:
             else:
                 wallet.shares[token] -= qty
                 wallet.usdc += level_cash - fee
-            trade = FakeTrade(str(uuid.uuid4()), order_id, m.condition_id, token, side, r.price, qty, fee, funder,
+            levels.append((r.order_id, r.price, qty, fee))
+            shares += qty
+            cash += level_cash
+        trade_ids = []
+        if fills:
+            trade = FakeTrade(str(uuid.uuid4()), order_id, m.condition_id, token, side, price, levels, funder,
                               key.api_key, time.time(), fails=fails, bucket=bucket)
             self.trades[trade.id] = trade
             trade_ids.append(trade.id)
-            shares += qty
-            cash += level_cash
         for levels in self._books[token].values():
             levels[:] = [r for r in levels if r.size > 0]
         status = "matched" if fills else "live"
@@ -873,7 +889,7 @@ class FakeClob:
                 continue
             t.status = "FAILED"  # the settlement transaction reverted: nothing moved
             w = self._wallet(t.maker)
-            cash = round(t.size * t.price)
+            cash = t.cash
             if t.side == "BUY":
                 w.usdc += cash + t.fee
                 held = getattr(w, t.bucket)
@@ -928,7 +944,9 @@ class FakeClob:
         before = float(q["before"]) if q.get("before") else None
         data = [
             {"id": t.id, "taker_order_id": t.taker_order_id, "market": t.market, "asset_id": t.asset_id,
-             "side": t.side, "price": str(t.price), "size": _fmt(t.size),
+             "side": t.side, "price": str(round(t.price, 6)), "size": _fmt(t.size),
+             "maker_orders": [{"order_id": o, "price": str(p), "matched_amount": _fmt(q), "asset_id": t.asset_id,
+                               "side": "SELL" if t.side == "BUY" else "BUY"} for o, p, q, _ in t.levels],
              "fee_rate_bps": str(round(self._token_market[t.asset_id].fee_rate * 10_000)),
              "status": t.status, "match_time": str(int(t.match_time)), "owner": t.owner, "maker_address": t.maker,
              "transaction_hash": "0x" + keccak(text=t.id).hex() if t.status == "CONFIRMED" else "",

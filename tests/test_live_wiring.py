@@ -232,7 +232,7 @@ def test_a_live_run_ends_with_its_summary_and_its_report(clob, monkeypatch, caps
     assert report["trades"] > 0 and report["source"] == "live"
     assert "skipped orders" in out and "PnL $" in out
     spent = 100.0 - clob.usdc(funder)  # what the wallet paid, sales received back included
-    buys = sum(t.size / 1e6 * t.price + t.fee / 1e6 for t in clob.trades.values() if t.side == "BUY")
+    buys = sum((t.cash + t.fee) / 1e6 for t in clob.trades.values() if t.side == "BUY")
     assert buys <= 20.0 and spent <= 20.0  # fees included, whatever was delayed
     assert set(clob.trade_statuses()) == {"CONFIRMED"}  # the run waited for settlement at its end
 
