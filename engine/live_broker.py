@@ -797,6 +797,10 @@ class LiveBroker(PositionRules):
         options = PartialCreateOrderOptions(tick_size=rules.tick, neg_risk=rules.neg_risk, version=2)
         try:
             return self._venue_accuracy(self.client.create_market_order(args, options), rules)
+        except PolyApiException as exc:  # the client may look market data up first
+            message = _error_text(exc)
+            self._check_fatal(exc.status_code, message)
+            self._reject(_classify(exc.status_code, message), what, f"{message} (status {exc.status_code})", info)
         except PolyException as exc:
             text = _error_text(exc)
             self._reject(TICK_SIZE if "tick size" in text else INVALID_ORDER, what, text, info)

@@ -479,20 +479,18 @@ class FakeClob:
                     if faults:
                         raise _Reject(*faults.popleft())
                     result = handler(request, body)
+                    after = self._error_answers.get(request.path)
+                    if after:
+                        raise _Reject(*after.popleft())
+                    response = web.Response(text=result) if isinstance(result, str) else web.json_response(result)
                 except _Reject as exc:
-                    return web.json_response({"error": exc.error}, status=exc.status)
-                after = self._error_answers.get(request.path)
-                if after:
-                    status, error = after.popleft()
-                    return web.json_response({"error": error}, status=status)
+                    response = web.json_response({"error": exc.error}, status=exc.status)
                 for path in (request.path, prefix):
                     if self._drop_answers.get(path):
                         self._drop_answers[path] -= 1
                         request.transport.close()
                         break
-            if isinstance(result, str):
-                return web.Response(text=result)
-            return web.json_response(result)
+            return response
 
         return run
 

@@ -287,6 +287,30 @@ def test_an_http_error_fetching_market_rules_is_counted_and_trading_continues(cl
     assert buy_up(broker, book).position is not None
 
 
+@pytest.mark.parametrize(("status", "error", "reason"), [(404, "not found", "other"),
+                                                          (*TOO_MANY_REQUESTS, "rate_limited"),
+                                                          (500, "internal error", None), (None, "", None)])
+def test_an_http_error_posting_an_order_is_never_raised(clob, make_broker, clock, status, error, reason):
+    broker = make_broker()
+    book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
+    if status is None:
+        clob.set_book(UP_TOKEN, asks=[])  # the venue kills the order, and its answer is lost on the way back
+        clob.drop_answer_next("/order")
+    else:
+        clob.fail_next("/order", status, error)
+
+    assert buy_up(broker, book).position is None
+
+    if reason is not None:  # refused: nothing can have traded
+        assert broker.skipped.rejected == {reason: 1}
+    else:  # no answer (or a 5xx): it may have traded, so it is pending until the venue's trades say
+        assert broker.skipped.rejected == {} and broker._reserved() > 9.0
+        clock.t += 11.0
+    book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
+    assert buy_up(broker, book).position is not None
+    assert broker.skipped.unknown_outcome == (reason is None)
+
+
 def test_venue_refusals_of_an_order_are_counted_by_reason_and_trading_continues(clob, make_broker):
     broker = make_broker()
     book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
