@@ -81,7 +81,7 @@ from engine.broker import (
     floor_to_tick,
 )
 from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
-from engine.positions import UP, Position, TradeRecord, realize
+from engine.positions import DOWN, UP, Position, TradeRecord, realize
 from strategies.base import Action
 from streamers.endpoints import Endpoints
 from streamers.frames import MarketInfo
@@ -174,7 +174,7 @@ class LiveSkipCounts(SkipCounts):
         self.rejected[reason] = self.rejected.get(reason, 0) + 1
 
     def hold(self, info: MarketInfo, token: str, shares: float, why: str) -> None:
-        side = UP if token == info.token_up else "DOWN"
+        side = UP if token == info.token_up else DOWN
         self.still_held.append({"asset": info.asset, "side": side, "token_id": token,
                                 "condition_id": info.condition_id, "shares": round(shares, 6), "why": why})
 

@@ -77,14 +77,14 @@ def build_report(
 
 
 def _skipped_lines(skipped: dict) -> tuple[int, list[str]]:
-    """Orders not sent (whole-number counts), venue refusals by reason (the live broker's `rejected`) and
-    shares still held on the venue (its `still_held`), in words; share amounts are not order counts."""
+    """Order counts by reason, venue refusals by reason (the live broker's `rejected`) and shares still
+    held on the venue (its `still_held`), in words; share amounts (dust, unsold) are not order counts."""
     counts = {k: v for k, v in skipped.items() if type(v) is int and v}
     refused = {k: v for k, v in (skipped.get("rejected") or {}).items() if v}
     total = sum(counts.values()) + sum(refused.values())
     lines = []
     if counts or refused:
-        parts = [f"not sent: {', '.join(f'{k} {v}' for k, v in counts.items())}"] if counts else []
+        parts = [", ".join(f"{k} {v}" for k, v in counts.items())] if counts else []
         if refused:
             parts.append(f"refused by the venue: {', '.join(f'{k} {v}' for k, v in refused.items())}")
         lines.append("skipped orders: " + "; ".join(parts))

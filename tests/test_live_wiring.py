@@ -255,3 +255,20 @@ def test_discovery_skips_a_market_of_another_version_once(caplog):
     assert markets == ["BTC"]
     assert slugs.count(market_slug("ETH", START)) == 1  # asked once, then left alone
     assert sum("version 'v2'" in r.getMessage() for r in caplog.records) == 1
+
+
+def test_the_summary_reads_the_live_brokers_counts():
+    from engine.live_broker import LiveSkipCounts
+    from engine.report import format_summary
+    from streamers.frames import MarketInfo
+
+    counts = LiveSkipCounts(below_min_size=2, exposure_cap=3, unsold_shares=12.5)
+    counts.refused("no_match")
+    counts.refused("trade_failed")
+    counts.hold(MarketInfo("ETH", "0xc", "1", "2", 0, 900, None, 0.01, 5.0, 0.07), "2", 12.5, "unsold at shutdown")
+
+    summary = format_summary({"skipped_orders": json.loads(json.dumps(counts.to_dict()))})
+
+    assert "skipped orders 7" in summary
+    assert "skipped orders: below_min_size 2, exposure_cap 3; refused by the venue: no_match 1, trade_failed 1" in summary
+    assert "still held on the venue, outside the PnL: ETH DOWN 12.50 shares (unsold at shutdown)" in summary
