@@ -111,6 +111,9 @@ def build_parser() -> CliParser:
     p.add_argument("--log-dir", default="logs", help="folder for the CSV logs (default logs/)")
     p.add_argument("--report", metavar="FILE.json", help="write the run's figures as JSON at exit")
     p.add_argument("--charts", metavar="DIR", help="draw PNG charts of the run into DIR at exit (needs matplotlib)")
+    p.add_argument("--tensorboard", metavar="DIR",
+                   help="write TensorBoard scalars into DIR: every PPO update's metrics and every window's PnL "
+                        "(needs tensorboardX; the CSV logs stay)")
     p.add_argument("--fill", choices=("book", "mid"), default="book", help="paper fills: walk the book, or mid")
     p.add_argument("--latency-ms", type=latency_arg, default=None, metavar="MS",
                    help="paper orders fill against the book MS after the decision (default 300: the venue's "
@@ -210,6 +213,13 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput(f"{flag}: the folder {folder} is not writable")
     if args.charts:
         check_charts(args.charts)
+    if args.tensorboard:
+        from engine.tensorboard import TensorBoardError, check_folder
+
+        try:
+            check_folder(args.tensorboard)
+        except TensorBoardError as exc:
+            raise BadInput(str(exc)) from None
     speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
@@ -437,6 +447,13 @@ async def run(opts: Options) -> int:
                     raise BadInput(str(exc)) from None
                 stack.callback(recorder.close)
 
+            tensorboard = None
+            if args.tensorboard:
+                from engine.tensorboard import TensorBoardLog
+
+                tensorboard = TensorBoardLog(args.tensorboard)
+                stack.callback(tensorboard.close)
+
             def checkpoint() -> None:
                 from persistence import CheckpointError, write_backup
 
@@ -464,6 +481,7 @@ async def run(opts: Options) -> int:
                 strategy_name=args.strategy,
                 live_console=not args.no_tui,
                 on_window=print_window if args.no_tui else None,
+                tensorboard=tensorboard,
             )
             engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg, broker=broker)
             loop = asyncio.get_running_loop()
@@ -483,6 +501,7 @@ async def run(opts: Options) -> int:
         report["model_saved"] = opts.save_name if saved else None
         report["model_loaded"] = args.load
         report["recording"] = args.record
+        report["tensorboard"] = args.tensorboard
         report["data_source"] = source_header(opts)
         print(format_summary(report))
         if args.charts:

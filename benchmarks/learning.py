@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
+from engine.tensorboard import TensorBoardError, TensorBoardLog, check_folder
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
 from strategies import create_strategy
@@ -118,11 +119,12 @@ async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int, profile:
 def run_once(
     strategy: Strategy, name: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, train: bool,
     log_dir: Path, run_id: str, profile: SimProfile | None = None, latency_ms: float = 300.0,
+    tensorboard: TensorBoardLog | None = None,
 ) -> tuple[dict, list[float]]:
     """One sim run at max speed; returns the engine report and the PnL of each completed window."""
     cfg = EngineConfig(
         size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
-        seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms,
+        seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms, tensorboard=tensorboard,
     )
     report = asyncio.run(_run_engine(strategy, cfg, seed, profile))
     return report, window_pnls(report["logs"]["episodes"])
@@ -170,6 +172,7 @@ class Bench:
     commands: list[str] = field(default_factory=list)
     profile: SimProfile = field(default_factory=lambda: load_profile(None))
     latency_ms: float = 300.0
+    tensorboard: str | None = None  # folder: one TensorBoard run (subfolder) per trained agent
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -186,11 +189,12 @@ class Bench:
         `fresh`: the agent is new (its first run.py equivalent creates the model; later ones resume it).
         """
         rows = []
+        board = TensorBoardLog(Path(self.tensorboard) / tag) if self.tensorboard else None
         for i, seed in enumerate(seeds):
             start = time.perf_counter()
             run_id = f"{tag}_train_s{seed}"
             report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id,
-                                 self.profile, self.latency_ms)
+                                 self.profile, self.latency_ms, board)
             summary = update_summary(report["logs"]["updates"])
             row = {
                 "seed": seed, "windows": report["windows"], "trades": report["trades"], "pnl": report["pnl"],
@@ -213,6 +217,8 @@ class Bench:
             )
             if self.val_seeds and save:
                 self.validate(agent, row, f"{save}_after_s{seed}", f"{tag}_s{seed}")
+        if board is not None:
+            board.close()
         if save:
             agent.save(save)
         return rows
@@ -335,7 +341,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sim-profile", default=None, metavar="NAME|FILE",
                    help="simulator market model: realistic (default), lagged (what-if, not real) or a JSON profile")
     p.add_argument("--latency-ms", type=float, default=300.0, help="paper fill latency (default 300, as run.py)")
+    p.add_argument("--tensorboard", metavar="DIR", help="TensorBoard scalars of each agent's training, one run each")
     args = p.parse_args(argv)
+    if args.tensorboard:
+        try:
+            check_folder(args.tensorboard)
+        except TensorBoardError as exc:
+            print(exc, file=sys.stderr)
+            return 2
     try:
         profile = load_profile(args.sim_profile)
     except ProfileError as exc:
@@ -349,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out or tempfile.mkdtemp(prefix="learning_"))
     out.mkdir(parents=True, exist_ok=True)
     bench = Bench(assets, out, args.features, config, val_seeds=args.val_seeds, val_windows=args.val_windows,
-                  profile=profile, latency_ms=args.latency_ms)
+                  profile=profile, latency_ms=args.latency_ms, tensorboard=args.tensorboard)
     fills = [f for f in args.fills.split(",") if f]
     overlap = set(args.train_seeds) & set(args.eval_seeds)
     if overlap:

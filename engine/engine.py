@@ -74,6 +74,7 @@ class EngineConfig:
     settle_grace_seconds: float = 60.0  # wait this long for an outcome before closing at the book
     latency_ms: float = 300.0  # paper orders fill against the book this long after the decision (0: at once)
     max_slippage: float = 0.05  # a delayed book order's limit: this far past the decision's best price
+    tensorboard: Any = None  # anything with write_update/write_window (engine.tensorboard.TensorBoardLog)
 
 
 @dataclass(slots=True)
@@ -151,6 +152,7 @@ class Engine:
         self._done: set[str] = set()
         self._done_fifo: deque[str] = deque()
         self._window_pending: dict[int, int] = {}
+        self._window_pnl: dict[int, dict[str, float]] = {}  # window start -> PnL by asset (TensorBoard)
         self._index_vol = {a: IndexVol(cfg.tick_seconds) for a in self.assets}
         self._last_feed: dict[str, float] = {}
         self._discovery_dirty = True
@@ -547,6 +549,8 @@ class Engine:
             self._explained.append(float(metrics.get("explained_variance", math.nan)))
             if self.logs is not None:
                 self.logs.write_update(now, metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
+            if self.cfg.tensorboard is not None:
+                self.cfg.tensorboard.write_update(metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
             every = self.cfg.checkpoint_every
             if every and self.cfg.on_checkpoint is not None and self.stats.updates % every == 0:
                 self.cfg.on_checkpoint()
@@ -644,11 +648,16 @@ class Engine:
         self._done_fifo.append(cid)
         if len(self._done_fifo) > _DONE_MEMORY:
             self._done.discard(self._done_fifo.popleft())
+        window_pnl = self._window_pnl.setdefault(m.info.start, {})
+        window_pnl[m.info.asset] = window_pnl.get(m.info.asset, 0.0) + m.pnl
         pending = self._window_pending.get(m.info.start, 0) - 1
         if pending <= 0:
             self._window_pending.pop(m.info.start, None)
+            self._window_pnl.pop(m.info.start, None)
             if outcome != "shutdown":
                 self.stats.windows += 1
+                if self.cfg.tensorboard is not None:
+                    self.cfg.tensorboard.write_window(window_pnl)
                 if self.cfg.on_window is not None:
                     self.cfg.on_window(self.snapshot())
         else:

@@ -137,6 +137,7 @@ def format_outputs(report: dict, report_file: str | None = None) -> str:
         ("logs", [logs[k] for k in ("trades", "updates", "episodes") if k in logs]),
         ("report", [report_file] if report_file else []),
         ("recording", [report["recording"]] if report.get("recording") else []),
+        ("tensorboard", [report["tensorboard"]] if report.get("tensorboard") else []),
         ("charts", report.get("charts") or []),
     ]
     for label, paths in files:  # one path a line: each can be copied as it stands
