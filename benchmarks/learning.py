@@ -342,6 +342,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="simulator market model: realistic (default), lagged (what-if, not real) or a JSON profile")
     p.add_argument("--latency-ms", type=float, default=300.0, help="paper fill latency (default 300, as run.py)")
     p.add_argument("--tensorboard", metavar="DIR", help="TensorBoard scalars of each agent's training, one run each")
+    from benchmarks import sweep  # --ray, --grid, --search: the trials run through benchmarks/sweep.py
+
+    sweep.add_arguments(p)
     args = p.parse_args(argv)
     if args.tensorboard:
         try:
@@ -369,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"evaluation seeds {sorted(overlap)} are also training seeds; held-out means unseen")
     if set(args.val_seeds) & (set(args.train_seeds) | set(args.eval_seeds)):
         raise SystemExit("validation seeds must differ from the training and the evaluation seeds")
+    if sweep.requested(args):
+        return sweep.run(args, assets, profile, out, fills)
     trained = f"model {args.load}" if args.load else f"train seeds {args.train_seeds} x {args.train_windows} windows"
     print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
           f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, sim profile {profile.name}, "
