@@ -354,9 +354,14 @@ class Finished:
         return Outcome(**{f.name: data[f.name] for f in dataclasses.fields(Outcome)})
 
 
-def _write_files(folder: Path, files: dict[str, bytes]) -> None:
+def _write_files(folder: Path, files: dict[str, bytes], tensorboard: Path | None) -> None:
+    """A job's files into its folder; its TensorBoard runs under `tensorboard`/<job> when one was given."""
     for rel, blob in files.items():
-        path = folder / rel
+        inner = Path(rel)
+        if tensorboard is not None and inner.parts[0] == "tensorboard":
+            path = tensorboard / folder.name / inner.relative_to("tensorboard")
+        else:
+            path = folder / inner
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(blob)
 
@@ -470,7 +475,7 @@ def _execute(
             done.error = "".join(traceback.format_exception_only(type(result), result)).strip().splitlines()[-1]
         else:
             files = result.pop("files")
-            _write_files(out / done.trial.name, files)
+            _write_files(out / done.trial.name, files, Path(args.tensorboard) if args.tensorboard else None)
             done.report = result.pop("report")
             done.meta = result
         if key != -1:
@@ -586,11 +591,12 @@ def _summary_row(done: Finished, options: SweepOptions, rules: dict[str, list[Ou
 def _print_summary(rows: list[dict], options: SweepOptions, validation: bool) -> None:
     fills = options.fills
     print(f"\nsweep summary ({len(rows)} trials; held-out net PnL and mean $/window [95% CI] per fill)")
-    head = f"{'trial':<40}" + (f"{'val $':>9}" if validation else "")
+    width = max([len(r["trial"]) for r in rows] + [5]) + 2
+    head = f"{'trial':<{width}}" + (f"{'val $':>9}" if validation else "")
     head += "".join(f"{'net ' + f + ' $':>12}{'mean [95% CI]':>28}{'RL/fair':>9}" for f in fills) + f"{'wall s':>8}"
     print(head)
     for r in rows:
-        line = f"{r['trial'][:39]:<40}"
+        line = f"{r['trial']:<{width}}"
         if validation:
             line += f"{r[OBJECTIVE]:>9,.0f}" if r.get(OBJECTIVE) is not None else f"{'-':>9}"
         if r["error"]:

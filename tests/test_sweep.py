@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.sweep import main as sweep_main
 
@@ -79,12 +80,17 @@ def test_two_trial_sweep_runs_in_parallel_on_local_ray(local_ray_sweep: tuple[Pa
 def test_without_ray_the_same_command_runs_the_trials_one_after_another(
     tmp_path: Path, local_ray_sweep: tuple[Path, subprocess.CompletedProcess]
 ) -> None:
-    proc = sweep(tmp_path, "--agent-seeds", "1,2", prelude=HIDE_RAY)
+    board = tmp_path / "tb"
+    proc = sweep(tmp_path / "out", "--agent-seeds", "1,2", "--tensorboard", str(board), prelude=HIDE_RAY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Ray is not installed (pip install -e '.[scale]'), so the 2 trials run one after another" in proc.stdout
-    trials = results(tmp_path)["trials"]
+    trials = results(tmp_path / "out")["trials"]
     assert not overlap(trials) and trials[0]["pid"] == trials[1]["pid"]
-    assert_trial_folders(tmp_path, ["t00_a1", "t01_a2"])
+    assert_trial_folders(tmp_path / "out", ["t00_a1", "t01_a2"])
+    for name in ("t00_a1", "t01_a2"):  # each trial's training curves under --tensorboard, one run per trial
+        events = EventAccumulator(str(board / name / "rl"))
+        events.Reload()
+        assert [e.step for e in events.Scalars("windows/pnl")] == [1]
     on_ray = {t["trial"]: t["report"]["evaluation"]["book"] for t in results(local_ray_sweep[0])["trials"]}
     for trial in trials:  # the same seeds give the same held-out windows, wherever they ran
         assert trial["report"]["evaluation"]["book"]["window_pnls"] == on_ray[trial["trial"]]["window_pnls"]
