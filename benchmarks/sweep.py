@@ -600,7 +600,7 @@ def _print_summary(rows: list[dict], options: SweepOptions, validation: bool) ->
         if validation:
             line += f"{r[OBJECTIVE]:>9,.0f}" if r.get(OBJECTIVE) is not None else f"{'-':>9}"
         if r["error"]:
-            print(line + f"  failed: {r['error']}")
+            print(line + f"failed: {r['error']}")
             continue
         for f in fills:
             ratio = r[f"ratio_{f}"]

@@ -172,3 +172,14 @@ def test_bad_sweep_input_is_one_sentence_and_exit_2(
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0], lines
     assert not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_a_failed_trial_is_reported_and_the_sweep_still_writes_its_summary(tmp_path: Path) -> None:
+    proc = sweep(tmp_path, "--no-ray", "--grid", "batch_size=0")  # the first PPO update cannot split its buffer
+    assert proc.returncode == 1
+    assert "sweep: 1 job(s) failed: t00_a0_batch_size=0" in proc.stderr and "Traceback" not in proc.stderr
+    assert "t00_a0_batch_size=0  failed: ValueError" in proc.stdout
+    with (tmp_path / "summary.csv").open(newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["error"].startswith("ValueError") and row["pnl_book"] == ""
+    assert (tmp_path / "baselines" / "report.json").is_file()  # the jobs that worked kept their files
