@@ -146,7 +146,10 @@ def parse_grid(items: list[str]) -> list[dict[str, Any]]:
 
 def parse_space(items: list[str]) -> dict[str, Any]:
     """--space items as Ray Tune search domains (uniform / loguniform, randint / lograndint, choice)."""
-    from ray import tune
+    try:
+        from ray import tune
+    except ImportError:
+        raise SweepError(f"--search samples with Ray Tune's OptunaSearch: {INSTALL_HINT}") from None
 
     space: dict[str, Any] = {}
     for item in items:
@@ -326,8 +329,8 @@ def start_ray(args: argparse.Namespace) -> Any:
         runtime_env = {"env_vars": {"PYTHONPATH": path}}
     try:
         # "local" starts a new instance even where `ray start` left one (ray.init() would join that)
-        ray.init(address=args.ray_address or "local", runtime_env=runtime_env, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="WARNING")
+        ray.init(address=args.ray_address or "local", runtime_env=runtime_env, include_dashboard=False,
+                 log_to_driver=False, configure_logging=True, logging_level="WARNING")
     except Exception as exc:  # ConnectionError, TimeoutError, ValueError for a malformed address, ...
         where = f"the Ray cluster at {args.ray_address}" if args.ray_address else "a local Ray instance"
         raise SweepError(f"could not start or reach {where}: {type(exc).__name__}: {str(exc).splitlines()[0]}") \
@@ -411,7 +414,7 @@ def _run(args: argparse.Namespace, assets: tuple[str, ...], profile: SimProfile,
         config_for_features(args.features, PPOConfig(**trial_settings))
 
     ray = start_ray(args) if (args.ray or args.ray_address) else None
-    ray_started = time.perf_counter() - start
+    ray_started = time.perf_counter() - start  # the checks above take milliseconds: this is Ray's start-up
     runner: Sequential | OnRay
     if ray is None:
         runner = Sequential()

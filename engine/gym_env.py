@@ -20,7 +20,7 @@ Reward: realized PnL in dollars (a close, or the settlement at the window's end;
 Episodes: `reset(seed=s)` starts a new run (on the simulator: seed s; a recording: from its start) and
 its first window is the episode; `reset()` moves on to the next window of the same run (a run that had no
 seed yet draws its simulator seed from `np_random`). The next window's market starts while the previous
-one waits for its outcome (about a second): its decisions until then are HOLD, as the agent cannot act
+one waits for its outcome (the first decision or two): they are HOLD, as the agent cannot act
 in two episodes at once. A reset in the middle of an episode holds its market to the end and moves on.
 An episode whose data ended before its window did (a recording's end) is truncated, its position closed
 at the book. A recording that ends starts again from its beginning.
@@ -152,6 +152,8 @@ class _Run:
         )
         try:
             self.engine = Engine(self.handoff, source, self.clock, MarketData(assets=assets), cfg)
+            if self.handoff.stopping:  # stop() came before the engine existed
+                self.engine.stop()
             return await self.engine.run()
         finally:
             await source.close()

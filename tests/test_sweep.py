@@ -183,3 +183,10 @@ def test_a_failed_trial_is_reported_and_the_sweep_still_writes_its_summary(tmp_p
         (row,) = list(csv.DictReader(fh))
     assert row["error"].startswith("ValueError") and row["pnl_book"] == ""
     assert (tmp_path / "baselines" / "report.json").is_file()  # the jobs that worked kept their files
+
+
+def test_search_without_ray_names_the_extra_to_install(tmp_path: Path) -> None:
+    proc = sweep(tmp_path, "--search", "optuna", "--space", "actor_lr=1e-5:1e-3:log", "--val-seeds", "7",
+                 prelude=HIDE_RAY)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "--search samples with Ray Tune's OptunaSearch: pip install -e '.[scale]'"
