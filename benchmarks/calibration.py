@@ -24,7 +24,8 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.model import ASSET_PARAMS, WINDOW, AssetPath, ModelParams
+from sim.model import WINDOW, AssetPath
+from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
 from streamers.frames import ASSETS, Frame
 from streamers.recording import RecordingError
@@ -104,9 +105,11 @@ class _Parser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see python -m benchmarks.calibration --help)")
 
 
-def sim_frames(seed: int, assets: tuple[str, ...], windows: int) -> tuple[Iterator[Frame], int]:
+def sim_frames(
+    seed: int, assets: tuple[str, ...], windows: int, profile: SimProfile | None = None
+) -> tuple[Iterator[Frame], int]:
     """The frames a `--source sim` run records for `windows` windows, and the second the last window ends."""
-    source = SimSource(seed, assets, background=False)
+    source = SimSource(seed, assets, background=False, profile=profile)
     end = source.start_time + windows * WINDOW
     stop = end + 3  # the last window's resolution and closing Chainlink price arrive within a second
 
@@ -119,22 +122,28 @@ def sim_frames(seed: int, assets: tuple[str, ...], windows: int) -> tuple[Iterat
     return frames(), end
 
 
-def read_sim(seeds: list[int], assets: tuple[str, ...], windows: int) -> list[RecordingData]:
+def read_sim(
+    seeds: list[int], assets: tuple[str, ...], windows: int, profile: SimProfile | None = None
+) -> list[RecordingData]:
+    """The simulator's frames for each seed, read as a recording would be."""
     out = []
     for seed in seeds:
-        frames, end = sim_frames(seed, assets, windows)
+        frames, end = sim_frames(seed, assets, windows, profile)
         out.append(read(frames, f"sim seed {seed}", last_second=end))
     return out
 
 
-def return_statistics(seed: int, windows: int, assets: tuple[str, ...] = ASSETS) -> dict[str, float]:
+def return_statistics(
+    seed: int, windows: int, assets: tuple[str, ...] = ASSETS, profile: SimProfile | None = None
+) -> dict[str, float]:
     """15-minute log-return std per asset, pooled excess kurtosis and Up share from a long index-only run
     (kurtosis needs thousands of windows, more than a full simulation affords)."""
+    profile = profile or load_profile(None)
     out: dict[str, float] = {}
     pooled, ups = [], []
     for k, asset in enumerate(assets):
         rng = np.random.default_rng([seed, 1000 + k])
-        path = AssetPath(ASSET_PARAMS[asset], ModelParams(), rng, 0, keep_s=windows * WINDOW + WINDOW)
+        path = AssetPath(profile.asset_params(asset), profile.model, rng, 0, keep_s=windows * WINDOW + WINDOW)
         path.ensure(windows * WINDOW)
         prices = np.asarray(path.prices[: windows * WINDOW + 1 : WINDOW])
         rets = np.diff(np.log(prices))
@@ -157,6 +166,7 @@ def measure(datas: list[RecordingData]) -> dict:
         counts.update(d.counts)
     return {
         "sources": [d.name for d in datas],
+        "headers": [d.header for d in datas],
         "figures": {k: f.to_dict() for k, f in figs.items()},
         "lead_lag": {str(lag): f.to_dict() for lag, f in ll.rho.items()},
         "counts": dict(counts),
@@ -210,6 +220,19 @@ def print_report(columns: dict[str, dict], extra: dict[str, float] | None) -> No
         print(f"{name}: {len(c['sources'])} source(s); {shown}")
 
 
+def _describe(header: dict | None) -> str:
+    """What produced a recording, from its `source` line."""
+    if not header:
+        return "no source line (recorded before headers, or by another tool)"
+    text = f"source {header.get('source', '?')}"
+    if "seed" in header:
+        text += f", seed {header['seed']}"
+    profile = header.get("sim_profile")
+    if isinstance(profile, dict):
+        text += f", profile {profile.get('name', '?')}"
+    return text
+
+
 def _seeds(text: str) -> list[int]:
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
@@ -245,6 +268,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4], help="simulator seeds (comma list)")
     p.add_argument("--windows", type=_positive, default=24, help="15-minute windows per simulator seed")
     p.add_argument("--assets", type=_assets, default=ASSETS, help="simulator assets (comma list)")
+    p.add_argument("--sim-profile", default=DEFAULT_PROFILE,
+                   help="simulator profile: realistic (default), lagged, or a JSON file from sim.fit")
     p.add_argument("--index-windows", type=int, default=2000,
                    help="windows of a long index-only run for the sim's return figures (0: none)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -266,13 +291,16 @@ def main(argv: list[str] | None = None) -> int:
             columns["recording"] = measure([read_recording(path) for path in args.recording])
         t1 = time.perf_counter()
         if args.sim:
-            columns["sim"] = measure(read_sim(args.seeds, args.assets, args.windows))
-            columns["sim"].update(seeds=args.seeds, windows=args.windows, assets=list(args.assets))
+            profile = load_profile(args.sim_profile)
+            columns["sim"] = measure(read_sim(args.seeds, args.assets, args.windows, profile))
+            columns["sim"].update(
+                seeds=args.seeds, windows=args.windows, assets=list(args.assets), profile=profile.to_dict()
+            )
             if args.index_windows:
-                extra = return_statistics(args.seeds[0], args.index_windows, args.assets)
+                extra = return_statistics(args.seeds[0], args.index_windows, args.assets, profile)
                 extra["windows"] = args.index_windows
         t2 = time.perf_counter()
-    except (BadInput, RecordingError) as exc:
+    except (BadInput, RecordingError, ProfileError) as exc:
         print(f"calibration: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -283,9 +311,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.recording:
         print(f"recording: {len(args.recording)} file(s) read in {t1 - t0:.1f} s")
+        for path, header in zip(args.recording, columns["recording"]["headers"], strict=True):
+            print(f"  {path}: {_describe(header)}")
     if args.sim:
-        print(f"sim: seeds {','.join(map(str, args.seeds))} x {args.windows} windows x {','.join(args.assets)} "
-              f"in {t2 - t1:.1f} s")  # fmt: skip
+        print(f"sim: profile {columns['sim']['profile']['name']}, seeds {','.join(map(str, args.seeds))} x "
+              f"{args.windows} windows x {','.join(args.assets)} in {t2 - t1:.1f} s")  # fmt: skip
     print()
     print_report(columns, extra)
     return 0

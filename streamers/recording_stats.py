@@ -28,6 +28,7 @@ from streamers.frames import (
     FEED_FUTURES_MARKET,
     FEED_POLYMARKET,
     FEED_RTDS,
+    FEED_SOURCE,
     Frame,
     MarketInfo,
 )
@@ -89,6 +90,7 @@ class RecordingData:
     markets: list[MarketTrace]
     assets: dict[str, AssetSeries]
     counts: Counter[str]
+    header: dict | None = None  # the recording's `source` line (what produced it), when it has one
 
 
 class RecordingReader:
@@ -120,7 +122,7 @@ class RecordingReader:
         if frame.feed == FEED_FUTURES_MARKET:
             self._on_futures(frame.msg)
             return
-        if frame.feed not in (FEED_RTDS, FEED_POLYMARKET, FEED_DISCOVERY):
+        if frame.feed not in (FEED_RTDS, FEED_POLYMARKET, FEED_DISCOVERY, FEED_SOURCE):
             return  # spot and the futures book carry nothing these figures use
         self.md.handle(frame)
         if frame.feed == FEED_DISCOVERY:
@@ -257,7 +259,7 @@ class RecordingReader:
         self.counts["rejected"] += self.md.rejected
         self.counts["unknown_events"] += self.md.unknown
         self.counts["book_mismatches"] += self.md.book_mismatches
-        return RecordingData(self.name, self._done, self._series, self.counts)
+        return RecordingData(self.name, self._done, self._series, self.counts, self.md.source_info)
 
 
 def read(frames: Iterable[Frame], name: str, last_second: int | None = None) -> RecordingData:
