@@ -15,7 +15,6 @@ import argparse
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +23,12 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sim.fit import read_sim
 from sim.model import WINDOW, AssetPath
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
-from sim.source import SimSource
-from streamers.frames import ASSETS, Frame
+from streamers.frames import ASSETS
 from streamers.recording import RecordingError
-from streamers.recording_stats import LAGS, RecordingData, figures, lead_lag, read, read_recording
+from streamers.recording_stats import LAGS, RecordingData, figures, lead_lag, read_recording
 
 # real values (lo, hi): DESIGN.md "The simulated market"; lo == hi for a single figure
 REAL: dict[str, tuple[float, float]] = {
@@ -103,34 +102,6 @@ class BadInput(Exception):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # type: ignore[override]
         raise BadInput(f"{message} (see python -m benchmarks.calibration --help)")
-
-
-def sim_frames(
-    seed: int, assets: tuple[str, ...], windows: int, profile: SimProfile | None = None
-) -> tuple[Iterator[Frame], int]:
-    """The frames a `--source sim` run records for `windows` windows, and the second the last window ends."""
-    source = SimSource(seed, assets, background=False, profile=profile)
-    end = source.start_time + windows * WINDOW
-    stop = end + 3  # the last window's resolution and closing Chainlink price arrive within a second
-
-    def frames() -> Iterator[Frame]:
-        for frame in source.iter_frames():
-            if frame.t >= stop:
-                return
-            yield frame
-
-    return frames(), end
-
-
-def read_sim(
-    seeds: list[int], assets: tuple[str, ...], windows: int, profile: SimProfile | None = None
-) -> list[RecordingData]:
-    """The simulator's frames for each seed, read as a recording would be."""
-    out = []
-    for seed in seeds:
-        frames, end = sim_frames(seed, assets, windows, profile)
-        out.append(read(frames, f"sim seed {seed}", last_second=end))
-    return out
 
 
 def return_statistics(

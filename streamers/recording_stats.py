@@ -29,6 +29,7 @@ from streamers.frames import (
     FEED_POLYMARKET,
     FEED_RTDS,
     FEED_SOURCE,
+    WINDOW_SECONDS,
     Frame,
     MarketInfo,
 )
@@ -40,6 +41,7 @@ LAGS = range(-10, 31)  # lead-lag: d(mid)(t + lag) against d(fair)(t)
 VOL_WINDOW_S = 600  # trailing realized volatility of the index for the fair value ...
 VOL_MIN_S = 60  # ... from at least this many one-second returns
 LEAD_LAG_CUT_S = 30  # the last seconds of a window are left out of the lead-lag
+VOL_RATIO_Z = (0.25, 2.5)  # the implied/realized volatility is read where |z| of the public fair value lies here
 CHAINLINK_MAX_AGE_S = 5.0  # a Chainlink price older than this does not stand for a window's start or end
 RV_MAX_GAP_S = 5.0  # Chainlink ticks further apart do not enter the realized variance
 FINALIZE_AFTER_S = 60  # a market's outcome is read this long after its end (or at the recording's end)
@@ -78,8 +80,14 @@ class AssetSeries:
     first: int
     futures: list[float] = field(default_factory=list)  # last futures trade price
     chainlink: list[float] = field(default_factory=list)  # latest Chainlink price received
-    rv_sum: float = 0.0  # sum of squared log changes between consecutive Chainlink ticks ...
-    rv_seconds: float = 0.0  # ... and the source seconds they span
+    # per window start: [sum of squared log changes between consecutive Chainlink ticks, source seconds spanned,
+    # sum of |change| x |previous change| (bipower variation: the part of the variance that is not jumps)]
+    rv: dict[int, list[float]] = field(default_factory=dict)
+    last_change: float = math.nan  # the previous log change, for the bipower sum
+
+    def realized(self) -> tuple[float, float]:
+        """Squared log changes and the seconds they span, over the whole recording."""
+        return sum(v[0] for v in self.rv.values()), sum(v[1] for v in self.rv.values())
 
 
 @dataclass(slots=True)
@@ -91,6 +99,8 @@ class RecordingData:
     assets: dict[str, AssetSeries]
     counts: Counter[str]
     header: dict | None = None  # the recording's `source` line (what produced it), when it has one
+    rtds_delays: list[float] = field(default_factory=list)  # receive time minus source time of Chainlink ticks
+    quote_fractions: list[float] = field(default_factory=list)  # where in its second each price_change arrived
 
 
 class RecordingReader:
@@ -109,6 +119,8 @@ class RecordingReader:
         self._futures: dict[str, float] = {}
         self._ticks: dict[str, deque[tuple[float, float]]] = {a: deque(maxlen=_TICKS_KEPT) for a in ASSETS}
         self._series: dict[str, AssetSeries] = {}
+        self._rtds_delays: list[float] = []
+        self._quote_fractions: list[float] = []
 
     def feed(self, frame: Frame) -> None:
         t = frame.t
@@ -125,6 +137,8 @@ class RecordingReader:
         if frame.feed not in (FEED_RTDS, FEED_POLYMARKET, FEED_DISCOVERY, FEED_SOURCE):
             return  # spot and the futures book carry nothing these figures use
         self.md.handle(frame)
+        if frame.feed == FEED_POLYMARKET and '"price_change"' in frame.msg:
+            self._quote_fractions.append(t - math.floor(t))
         if frame.feed == FEED_DISCOVERY:
             for cid, info in self.md.markets.items():
                 trace = self._open.get(cid)
@@ -133,7 +147,7 @@ class RecordingReader:
                 if cid not in self._ended:
                     self._infos[cid] = info
         elif frame.feed == FEED_RTDS:
-            self._on_chainlink()
+            self._on_chainlink(t)
 
     def _on_futures(self, msg: str) -> None:
         if '@aggTrade"' not in msg:
@@ -149,7 +163,7 @@ class RecordingReader:
                 if asset in self._ticks:
                     self._futures[asset] = u.price
 
-    def _on_chainlink(self) -> None:
+    def _on_chainlink(self, t: float) -> None:
         for asset, ticks in self._ticks.items():
             ts = self.md.chainlink_latest_ts(asset)
             if ts is None or (ticks and ts <= ticks[-1][0]):
@@ -158,9 +172,17 @@ class RecordingReader:
             assert value is not None  # a timestamp comes with its price
             if ticks and ts - ticks[-1][0] <= RV_MAX_GAP_S:
                 series = self._asset(asset)
-                series.rv_sum += math.log(value / ticks[-1][1]) ** 2
-                series.rv_seconds += ts - ticks[-1][0]
+                window = series.rv.setdefault(int(ts // WINDOW_SECONDS) * WINDOW_SECONDS, [0.0, 0.0, 0.0])
+                change = math.log(value / ticks[-1][1])
+                window[0] += change * change
+                window[1] += ts - ticks[-1][0]
+                if math.isfinite(series.last_change):
+                    window[2] += abs(change * series.last_change)
+                series.last_change = change
+            elif asset in self._series:
+                self._series[asset].last_change = math.nan
             ticks.append((ts, value))
+            self._rtds_delays.append(t - ts)
 
     def _asset(self, asset: str) -> AssetSeries:
         series = self._series.get(asset)
@@ -259,7 +281,10 @@ class RecordingReader:
         self.counts["rejected"] += self.md.rejected
         self.counts["unknown_events"] += self.md.unknown
         self.counts["book_mismatches"] += self.md.book_mismatches
-        return RecordingData(self.name, self._done, self._series, self.counts, self.md.source_info)
+        return RecordingData(
+            self.name, self._done, self._series, self.counts, self.md.source_info,
+            self._rtds_delays, self._quote_fractions,
+        )  # fmt: skip
 
 
 def read(frames: Iterable[Frame], name: str, last_second: int | None = None) -> RecordingData:
@@ -351,9 +376,9 @@ def _trailing_sigma(prices: np.ndarray) -> np.ndarray:
     return np.where(n >= VOL_MIN_S, sigma, np.nan)
 
 
-def market_arrays(data: RecordingData) -> list[_MarketArrays]:
+def market_arrays(data: RecordingData, via: str = "auto") -> list[_MarketArrays]:
     """Each market of one recording as arrays; S is the futures trade price, or Chainlink when the market's
-    seconds saw no futures trade."""
+    seconds saw no futures trade (via "auto"), or always the latest Chainlink price (via "chainlink")."""
     sigmas: dict[tuple[str, str], np.ndarray] = {}
     out = []
     for tr in data.markets:
@@ -366,7 +391,7 @@ def market_arrays(data: RecordingData) -> list[_MarketArrays]:
         if series is not None:
             idx = secs - series.first
             futures = np.asarray(series.futures)[idx]
-            kind = "futures" if np.isfinite(futures).any() else "chainlink"
+            kind = "futures" if via == "auto" and np.isfinite(futures).any() else "chainlink"
             prices = np.asarray(series.futures if kind == "futures" else series.chainlink)
             key = (tr.info.asset, kind)
             if key not in sigmas:
@@ -432,11 +457,13 @@ def figures(datas: list[RecordingData]) -> dict[str, Figure]:
         out[f"ret_std_{asset}"] = _figure([rets], len(rets), np.std)
         if len(rets) >= 4 and np.std(rets) > 0.0:
             standardized.append((rets - rets.mean()) / rets.std())
-        rv_sum = sum(d.assets[asset].rv_sum for d in datas if asset in d.assets)
-        rv_seconds = sum(d.assets[asset].rv_seconds for d in datas if asset in d.assets)
+        realized = [d.assets[asset].realized() for d in datas if asset in d.assets]
+        rv_sum, rv_seconds = sum(r[0] for r in realized), sum(r[1] for r in realized)
+        windows = sum(len(d.assets[asset].rv) for d in datas if asset in d.assets)
         out[f"ret_std_rv_{asset}"] = (
-            Figure(math.sqrt(rv_sum / rv_seconds * 900.0), 0, round(rv_seconds)) if rv_seconds > 0 else Figure(None, 0, 0)
-        )
+            Figure(math.sqrt(rv_sum / rv_seconds * 900.0), windows, round(rv_seconds))
+            if rv_seconds > 0 else Figure(None, 0, 0)
+        )  # fmt: skip
     z = np.concatenate(standardized) if standardized else np.empty(0)
     out["excess_kurtosis"] = Figure(float(np.mean(z**4) - 3.0), len(z), len(z)) if len(z) else Figure(None, 0, 0)
     outcomes = np.array([tr.outcome for tr in traces if tr.outcome is not None], dtype=float)
@@ -458,24 +485,27 @@ _NORMAL = NormalDist()
 
 
 def _vol_ratios(m: _MarketArrays) -> np.ndarray:
-    """sigma implied by the mid over the realized sigma, on the lead-lag grid where the mid says something."""
+    """sigma implied by the mid over the realized sigma, z(fair) / z(mid), where the public fair value is
+    clearly off 0.5 (chosen on the fair value, not the mid, so the maker's own volatility picks no samples)."""
     strike = m.trace.strike
-    sel = (
-        (m.left > LEAD_LAG_CUT_S) & np.isfinite(m.fair) & np.isfinite(m.mid) & (m.mid >= 0.05) & (m.mid <= 0.95)
-    )
-    if strike is None or not sel.any():
+    if strike is None:
         return np.empty(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z_fair = np.log(m.index / strike) / (m.sigma * np.sqrt(m.left))
+    sel = (
+        (m.left > LEAD_LAG_CUT_S) & np.isfinite(z_fair) & (np.abs(z_fair) >= VOL_RATIO_Z[0])
+        & (np.abs(z_fair) <= VOL_RATIO_Z[1]) & np.isfinite(m.mid) & (m.mid > 0.01) & (m.mid < 0.99)
+    )  # fmt: skip
     z_mid = np.array([_NORMAL.inv_cdf(p) for p in m.mid[sel].tolist()])
-    dist = np.log(m.index[sel] / strike)
-    ok = (np.abs(z_mid) >= 0.2) & (np.sign(z_mid) == np.sign(dist))
-    implied = dist[ok] / (z_mid[ok] * np.sqrt(m.left[sel][ok]))
-    return implied / m.sigma[sel][ok]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ratio = z_fair[sel] / z_mid
+    return ratio[np.isfinite(ratio)]
 
 
-def lead_lag(datas: list[RecordingData]) -> LeadLag:
+def lead_lag(datas: list[RecordingData], via: str = "auto") -> LeadLag:
     """Pearson correlation of d(mid)(t + lag) with d(fair)(t), one-second steps pooled over markets."""
     pairs: dict[int, tuple[list[np.ndarray], list[np.ndarray], int]] = {lag: ([], [], 0) for lag in LAGS}
-    for m in (m for d in datas for m in market_arrays(d)):
+    for m in (m for d in datas for m in market_arrays(d, via)):
         start = m.trace.info.start
         width = m.trace.info.end - LEAD_LAG_CUT_S - start  # grid seconds start .. end - 31
         if width < 2:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from statistics import NormalDist
 
 import orjson
 import pytest
@@ -169,8 +170,18 @@ def test_hand_built_recording_gives_the_hand_computed_table(tmp_path: Path, caps
     # top sizes: bids 100 (80 for M1's middle 300 s), asks 50: 3600 x 50, 300 x 80, 3300 x 100
     assert (fig["depth_top_q10"], fig["depth_top_q50"], fig["depth_top_q90"]) == (50.0, 50.0, 100.0)
     assert fig["book_levels_q50"] == 1.0
-    # no futures and one Chainlink tick per 900 s: no volatility, so no fair value, no lead-lag
-    assert fig["vol_ratio"] is None and fig["lead_lag_rho_0"] is None
+    # No futures: S is the latest Chainlink price received, which moves only at T+901 (return a) and T+902 (b);
+    # sigma over the trailing 600 s is 0 in the first window (no fair value there). In M5 (strike 100100) S is
+    # 100200 from T+902: sigma = sqrt((a^2 + b^2) / 600) until T+1500, z(fair) = b / (sigma sqrt(tau)) for
+    # tau = 898 .. 300, then |b| / sqrt(600) at T+1501 (z = sqrt(600 / 299)), then 0. The 600 ratios
+    # z(fair) / z(mid) with z(mid) = Phi^-1(0.555): the median is between the 300th and 301st smallest z
+    # (tau 599 and 598).
+    a, b = math.log(100100 / 100000), math.log(100200 / 100100)
+    c = b / math.sqrt((a * a + b * b) / 600)
+    z_mid = NormalDist().inv_cdf(0.555)
+    assert fig["vol_ratio"] == pytest.approx(c * (1 / math.sqrt(599) + 1 / math.sqrt(598)) / 2 / z_mid, rel=1e-9)
+    assert n["vol_ratio"] == (600, 1)
+    assert fig["lead_lag_rho_0"] is None  # the only fair value has a mid that never moves
     assert counts["markets"] == 5
     assert counts["samples"] == 4500 and counts["samples_without_two_sided_book"] == 900
     assert counts["strikes_from_chainlink"] == 1 and counts["markets_without_outcome"] == 1
