@@ -421,6 +421,12 @@ def _pooled(parts: list[np.ndarray]) -> tuple[list[np.ndarray], int]:
     return kept, len(kept)
 
 
+def vol_ratio(datas: list[RecordingData], via: str = "auto") -> Figure:
+    """Median volatility implied by the mids over the realized one (the fair value's S as `market_arrays`)."""
+    ratios, n = _pooled([_vol_ratios(m) for d in datas for m in market_arrays(d, via)])
+    return _figure(ratios, n, np.median)
+
+
 def figures(datas: list[RecordingData]) -> dict[str, Figure]:
     """Every figure of the calibration table (plus depth and a low-noise return figure), pooled over recordings."""
     arrays = [m for d in datas for m in market_arrays(d)]
