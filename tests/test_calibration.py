@@ -307,6 +307,7 @@ def test_lead_lag_pools_the_pairs_of_several_recordings(tmp_path: Path, capsys: 
         (["--sim", "--seeds", "1,x"], "comma list of whole numbers"),
         (["--sim", "--windows", "0"], "above 0"),
         (["--sim", "--assets", "DOGE"], "BTC,ETH,SOL,XRP"),
+        (["--sim", "--sim-profile", "nonsense"], "no such profile"),
     ],
 )
 def test_bad_input_is_one_sentence_and_exit_2(args: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:

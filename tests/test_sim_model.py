@@ -8,8 +8,9 @@ from collections import defaultdict
 
 import pytest
 
-from benchmarks.calibration import read_sim, return_statistics
+from benchmarks.calibration import return_statistics
 from sim.faults import FaultSpec
+from sim.fit import read_sim
 from sim.market import SimEvent, SimMarket
 from sim.model import ASSET_PARAMS, WINDOW
 from sim.profiles import load_profile
