@@ -43,7 +43,15 @@ from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
 from streamers.frames import ASSETS, Frame
 from streamers.recording import RecordingError
-from streamers.recording_stats import RecordingData, figures, lead_lag, market_arrays, read, read_recording
+from streamers.recording_stats import (
+    RTDS_DELAY_MIN_S,
+    RecordingData,
+    figures,
+    lead_lag,
+    market_arrays,
+    read,
+    read_recording,
+)
 
 MIN_SAMPLES = 20  # fewer observations than this leave a parameter at the base value
 SPREAD_CENTS_MAX = 10  # wider spreads count as this many cents
@@ -142,11 +150,12 @@ def measure_moments(datas: list[RecordingData], via: str = "auto", wander_via: s
 # ---------------------------------------------------------------------------------------------- direct
 
 
-def _uniform_range(values: list[float], cap: float) -> tuple[float, float] | None:
-    """(lo, hi) of a uniform distribution from its 5 % and 95 % quantiles, inside [0, cap]."""
-    if len(values) < MIN_SAMPLES:
+def _uniform_range(counts: list[int], start: float, cap: float) -> tuple[float, float] | None:
+    """(lo, hi) of a uniform distribution from the 5 % and 95 % quantiles of a timing histogram, inside [0, cap]."""
+    q = RecordingData.quantiles(counts, [0.05, 0.95], start)
+    if q is None or sum(counts) < MIN_SAMPLES:
         return None
-    q05, q95 = np.quantile(values, [0.05, 0.95])
+    q05, q95 = q
     width = (q95 - q05) / 0.9
     lo = min(max(q05 - 0.05 * width, 0.0), cap)
     return float(lo), float(min(max(q95 + 0.05 * width, lo), cap))
@@ -231,14 +240,14 @@ def direct_estimates(datas: list[RecordingData], base: ModelParams) -> tuple[lis
         # one level of one side is redrawn per update: the top of a given side 1 / (2 x levels) of the time
         value = min(1.0, 2.0 * book_levels * size_changes / size_steps)
         out.append(Estimate("size_update_prob", value, f"{size_changes} top-size changes in {size_steps} steps"))
-    reaction = _uniform_range([x for d in datas for x in d.quote_fractions], 0.99)
+    fractions = [sum(c) for c in zip(*(d.quote_fractions for d in datas), strict=True)]
+    reaction = _uniform_range(fractions, 0.0, 0.99)
     if reaction is not None:
-        n = sum(len(d.quote_fractions) for d in datas)
-        out.append(Estimate("maker_reaction_s", reaction, f"{n} price_change arrival times within their second"))
-    rtds = _uniform_range([x for d in datas for x in d.rtds_delays], 0.99)
+        out.append(Estimate("maker_reaction_s", reaction, f"{sum(fractions)} price_change arrival times in their second"))
+    delays = [sum(c) for c in zip(*(d.rtds_delays for d in datas), strict=True)]
+    rtds = _uniform_range(delays, RTDS_DELAY_MIN_S, 0.99)
     if rtds is not None:
-        n = sum(len(d.rtds_delays) for d in datas)
-        out.append(Estimate("rtds_delay_s", rtds, f"{n} Chainlink receive-minus-source times"))
+        out.append(Estimate("rtds_delay_s", rtds, f"{sum(delays)} Chainlink receive-minus-source times"))
     vov = _vol_of_vol(datas, base.vol_half_life_s)
     if vov is not None:
         out.append(Estimate("vol_of_vol", float(min(max(vov[0], 0.05), 2.0)), f"{vov[1]} full windows' bipower variance"))

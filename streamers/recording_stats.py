@@ -46,6 +46,10 @@ CHAINLINK_MAX_AGE_S = 5.0  # a Chainlink price older than this does not stand fo
 RV_MAX_GAP_S = 5.0  # Chainlink ticks further apart do not enter the realized variance
 FINALIZE_AFTER_S = 60  # a market's outcome is read this long after its end (or at the recording's end)
 _TICKS_KEPT = 4 * 3600  # Chainlink ticks per asset kept for start/end look-ups
+TIMING_BIN_S = 0.01  # resolution of the RTDS delay and quote timing histograms (bounded memory on long recordings)
+RTDS_DELAY_MIN_S = -2.0  # clocks disagree: a negative delay is possible; the histogram spans -2 .. 8 s
+RTDS_DELAY_BINS = 1000
+QUOTE_FRACTION_BINS = 100
 _EPS = 1e-9
 
 
@@ -99,8 +103,19 @@ class RecordingData:
     assets: dict[str, AssetSeries]
     counts: Counter[str]
     header: dict | None = None  # the recording's `source` line (what produced it), when it has one
-    rtds_delays: list[float] = field(default_factory=list)  # receive time minus source time of Chainlink ticks
-    quote_fractions: list[float] = field(default_factory=list)  # where in its second each price_change arrived
+    # Chainlink receive time minus source time, counted in TIMING_BIN_S bins from RTDS_DELAY_MIN_S
+    rtds_delays: list[int] = field(default_factory=lambda: [0] * RTDS_DELAY_BINS)
+    # where within its second each price_change arrived, counted in TIMING_BIN_S bins
+    quote_fractions: list[int] = field(default_factory=lambda: [0] * QUOTE_FRACTION_BINS)
+
+    @staticmethod
+    def quantiles(counts: list[int], qs: list[float], start: float = 0.0) -> list[float] | None:
+        """Quantiles of a timing histogram (bin centres); None when it is empty."""
+        cum = np.cumsum(counts)
+        if not len(cum) or cum[-1] == 0:
+            return None
+        bins = [int(np.searchsorted(cum, q * cum[-1], side="left")) for q in qs]
+        return [start + (b + 0.5) * TIMING_BIN_S for b in bins]
 
 
 class RecordingReader:
@@ -119,8 +134,8 @@ class RecordingReader:
         self._futures: dict[str, float] = {}
         self._ticks: dict[str, deque[tuple[float, float]]] = {a: deque(maxlen=_TICKS_KEPT) for a in ASSETS}
         self._series: dict[str, AssetSeries] = {}
-        self._rtds_delays: list[float] = []
-        self._quote_fractions: list[float] = []
+        self._rtds_delays = [0] * RTDS_DELAY_BINS
+        self._quote_fractions = [0] * QUOTE_FRACTION_BINS
 
     def feed(self, frame: Frame) -> None:
         t = frame.t
@@ -138,7 +153,7 @@ class RecordingReader:
             return  # spot and the futures book carry nothing these figures use
         self.md.handle(frame)
         if frame.feed == FEED_POLYMARKET and '"price_change"' in frame.msg:
-            self._quote_fractions.append(t - math.floor(t))
+            self._quote_fractions[min(int((t - math.floor(t)) / TIMING_BIN_S), QUOTE_FRACTION_BINS - 1)] += 1
         if frame.feed == FEED_DISCOVERY:
             for cid, info in self.md.markets.items():
                 trace = self._open.get(cid)
@@ -182,7 +197,8 @@ class RecordingReader:
             elif asset in self._series:
                 self._series[asset].last_change = math.nan
             ticks.append((ts, value))
-            self._rtds_delays.append(t - ts)
+            k = int((t - ts - RTDS_DELAY_MIN_S) / TIMING_BIN_S)
+            self._rtds_delays[min(max(k, 0), RTDS_DELAY_BINS - 1)] += 1
 
     def _asset(self, asset: str) -> AssetSeries:
         series = self._series.get(asset)
