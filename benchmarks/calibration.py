@@ -1,12 +1,14 @@
 """Calibration: the market figures of DESIGN.md's table and the mid/index lead-lag, for recordings and the simulator.
 
     python -m benchmarks.calibration --recording mine.jsonl.gz [more.jsonl.gz ...]
-    python -m benchmarks.calibration --sim --seeds 1,2,3,4 --windows 24
-    python -m benchmarks.calibration --recording mine.jsonl.gz --sim --json
+    python -m benchmarks.calibration --sim --seeds 1,2,3,4 --windows 24 [--sim-profile lagged|FILE.json]
+    python -m benchmarks.calibration --recording mine.jsonl.gz --sim --sim-profile fitted.json --json
 
 Every figure is read from frames alone (`streamers.recording_stats`): a recording of the live venues,
 of the simulator, or the simulator's own frames with `--sim`, all by the same reader, printed beside the
-real reference values. Short runs are noisy: each figure shows the markets and samples behind it.
+real reference values. Short runs are noisy: each figure shows the markets and samples behind it. With
+`--sim`, a long run of the index alone (`--index-windows`) adds the return figures that need thousands
+of windows (kurtosis above all).
 """
 
 from __future__ import annotations
