@@ -13,13 +13,13 @@ of the live venues, of the simulator, of a replay. Two stages:
    RTDS, and per asset, when Chainlink prices are present, the volatility (1-s realized variance) and how
    much it wanders from window to window (bipower variation, so jumps do not count as wandering).
 2. What only the whole market shows is matched by simulation: a twin runs the current guess on fixed
-   seeds, is read the same way, and three parameters move toward their figures for a few rounds:
+   seeds, is read the same way, and four parameters move toward their figures for a few rounds:
    requote_threshold <- the mean size of a mid change (the maker moves once its target is this far off);
    futures_delay_s <- the centroid of the mid/fair lead-lag over lags -3..3 (the maker's lead over the
-   public index); quote_noise_std <- how far the mid wanders from the Chainlink fair value in 10 s. The
-   round whose figures came closest is kept. The share of steps with a mid change and the volatility the
-   mids imply are printed as checks, not targets: the second responds weakly to maker_vol_scale (the jump
-   variance the maker prices does not scale with it) and much to the volatility regime of the seeds.
+   public index); quote_noise_std <- how far the mid wanders from the Chainlink fair value in 10 s;
+   maker_vol_scale <- the volatility the mids imply over the one Chainlink realized (Chainlink rather
+   than futures: the futures basis makes that ratio depend on the seeds' regime). The round whose
+   figures came closest is kept; the share of steps with a mid change is printed as a check.
 
 Every other parameter keeps the base profile's value (`--base`, realistic by default).
 """
@@ -51,6 +51,7 @@ from streamers.recording_stats import (
     market_arrays,
     read,
     read_recording,
+    vol_ratio,
 )
 
 MIN_SAMPLES = 20  # fewer observations than this leave a parameter at the base value
@@ -60,6 +61,7 @@ NOISE_LAG_S = 10  # the mid's wander from the fair value is measured over this m
 CENTROID_LAGS = range(-3, 4)
 # how the mean mid change responds to the threshold (measured on the realistic profile; the rounds correct the rest)
 CHANGE_ELASTICITY = 0.6  # d ln(mean size of a mid change) / d ln(requote_threshold)
+VOL_RATIO_ELASTICITY = 0.8  # d ln(implied / realized Chainlink vol) / d ln(maker_vol_scale)
 DAMPING = 0.7  # after the first round, steps are shortened to this share (the twin's figures are noisy)
 
 
@@ -102,16 +104,16 @@ class Moments:
     mean_change: float | None  # mean size of a 1-s mid change (targets requote_threshold)
     centroid: float | None  # lead-lag centroid (s), negative when the mid moves first (targets futures_delay_s)
     wander: float | None  # median |10-s change of logit(mid) - logit(Chainlink fair)| (targets quote_noise_std)
+    vol_ratio: float | None  # median vol implied by the mids over the realized Chainlink vol (maker_vol_scale)
     share: float | None  # share of 1-s steps in which the UP mid changes (a check)
-    vol_ratio: float | None  # median vol implied by the mids over the realized one (a check)
 
     def line(self) -> str:
         def f(x: float | None, spec: str) -> str:
             return "-" if x is None else format(x, spec)
 
         return (f"mean mid change {f(self.mean_change, '.4f')}, lead-lag centroid {f(self.centroid, '+.2f')} s, "
-                f"10-s wander {f(self.wander, '.3f')} | mid-change share {f(self.share, '.3f')}, "
-                f"vol ratio {f(self.vol_ratio, '.3f')}")  # fmt: skip
+                f"10-s wander {f(self.wander, '.3f')}, vol ratio {f(self.vol_ratio, '.3f')} | "
+                f"mid-change share {f(self.share, '.3f')}")  # fmt: skip
 
 
 def _has_futures(datas: list[RecordingData]) -> bool:
@@ -144,7 +146,7 @@ def measure_moments(datas: list[RecordingData], via: str = "auto", wander_via: s
         changes.append(d[np.isfinite(d)])
     pooled = np.concatenate(changes) if changes else np.empty(0)
     wander = float(np.median(np.abs(pooled))) if len(pooled) >= MIN_SAMPLES else None
-    return Moments(mean_change, centroid, wander, figs["mid_change_share"].value, figs["vol_ratio"].value)
+    return Moments(mean_change, centroid, wander, vol_ratio(datas, wander_via).value, figs["mid_change_share"].value)
 
 
 # ---------------------------------------------------------------------------------------------- direct
@@ -268,11 +270,15 @@ class _Guess:
     threshold: float
     delay_centre: float
     noise: float
+    vol_scale: float
 
     def apply(self, model: ModelParams, delay_width: float) -> ModelParams:
         lo = max(self.delay_centre - delay_width / 2.0, 0.0)
         hi = max(self.delay_centre + delay_width / 2.0, lo)
-        return replace(model, requote_threshold=self.threshold, futures_delay_s=(lo, hi), quote_noise_std=self.noise)
+        return replace(
+            model, requote_threshold=self.threshold, futures_delay_s=(lo, hi), quote_noise_std=self.noise,
+            maker_vol_scale=self.vol_scale,
+        )  # fmt: skip
 
 
 def _wander_per_noise(half_life_s: float) -> float:
@@ -283,7 +289,7 @@ def _wander_per_noise(half_life_s: float) -> float:
 
 def _step(g: _Guess, sim: Moments, target: Moments, k: float, scale: float) -> _Guess:
     """Move each parameter toward its figure, `scale` of the way the fixed response says."""
-    out = _Guess(g.threshold, g.delay_centre, g.noise)
+    out = _Guess(g.threshold, g.delay_centre, g.noise, g.vol_scale)
     if sim.mean_change and target.mean_change:
         ratio = target.mean_change / sim.mean_change
         out.threshold = min(max(g.threshold * math.exp(scale * math.log(ratio) / CHANGE_ELASTICITY), 0.001), 0.1)
@@ -295,6 +301,9 @@ def _step(g: _Guess, sim: Moments, target: Moments, k: float, scale: float) -> _
         floor = sim.wander**2 - (k * g.noise) ** 2
         wanted = math.sqrt(max(target.wander**2 - floor, 0.0)) / k
         out.noise = min(max(g.noise + scale * (wanted - g.noise), 0.0), 1.0)
+    if sim.vol_ratio and target.vol_ratio and sim.vol_ratio > 0 and target.vol_ratio > 0:
+        step = scale * math.log(target.vol_ratio / sim.vol_ratio) / VOL_RATIO_ELASTICITY
+        out.vol_scale = min(max(g.vol_scale * math.exp(step), 0.3), 3.0)
     return out
 
 
@@ -307,6 +316,8 @@ def _distance(sim: Moments, target: Moments) -> float:
         d += abs(sim.centroid - target.centroid)
     if sim.wander and target.wander:
         d += abs(math.log(sim.wander / target.wander))
+    if sim.vol_ratio and target.vol_ratio and sim.vol_ratio > 0 and target.vol_ratio > 0:
+        d += abs(math.log(sim.vol_ratio / target.vol_ratio))
     return d
 
 
@@ -344,7 +355,7 @@ def fit(
     target = measure_moments(datas, via, wander_via)
     log(f"recording: {target.line()}")
     lo, hi = model.futures_delay_s
-    guess = _Guess(model.requote_threshold, (lo + hi) / 2.0, model.quote_noise_std)
+    guess = _Guess(model.requote_threshold, (lo + hi) / 2.0, model.quote_noise_std, model.maker_vol_scale)
     k = _wander_per_noise(model.quote_noise_half_life_s)
     stds_all = {**base.return_std_15m, **stds}
     history: list[tuple[_Guess, Moments, float]] = []
@@ -354,7 +365,7 @@ def fit(
         dist = _distance(sim, target)
         history.append((guess, sim, dist))
         log(f"round {r + 1}: threshold {guess.threshold:.4f}, futures delay centre {guess.delay_centre:.2f} s, "
-            f"noise {guess.noise:.3f} -> {sim.line()} (distance {dist:.3f})")  # fmt: skip
+            f"noise {guess.noise:.3f}, vol scale {guess.vol_scale:.2f} -> {sim.line()} (distance {dist:.3f})")  # fmt: skip
         guess = _step(guess, sim, target, k, 1.0 if r == 0 else DAMPING)
     kept = min(range(len(history)), key=lambda i: history[i][2]) if history else -1
     final = history[kept][0] if history else guess

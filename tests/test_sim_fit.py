@@ -21,13 +21,13 @@ TRUTH = SimProfile(
     "truth",
     replace(
         load_profile("realistic").model,
-        # read directly
-        spread_ticks_probs=(0.0, 0.6, 0.3, 0.1), spread_resample_prob=0.03, book_levels=8, size_median=300.0,
+        # read directly (spread CDF 0.65 / 0.85 / 1: no quantile the twin is checked on sits on a step)
+        spread_ticks_probs=(0.0, 0.65, 0.2, 0.15), spread_resample_prob=0.03, book_levels=8, size_median=300.0,
         size_sigma=0.7, size_update_prob=0.3, maker_reaction_s=(0.2, 0.6), rtds_delay_s=(0.3, 0.9),
         # a calm volatility regime, so that 10 windows per asset say what the volatility is
         vol_of_vol=0.3,
         # matched by simulation
-        requote_threshold=0.014, quote_noise_std=0.15, futures_delay_s=(0.9, 1.5),
+        requote_threshold=0.014, quote_noise_std=0.15, futures_delay_s=(0.9, 1.5), maker_vol_scale=1.3,
     ),
     {"BTC": 0.0030, "ETH": 0.0020},
 )  # fmt: skip
@@ -77,8 +77,8 @@ def test_simulated_parameters_are_recovered(fitted: tuple[list[str], SimProfile,
     assert m.requote_threshold == pytest.approx(0.014, rel=0.2)
     assert m.quote_noise_std == pytest.approx(0.15, rel=0.25)
     assert sum(m.futures_delay_s) / 2 == pytest.approx(1.2, abs=0.25)
+    assert m.maker_vol_scale == pytest.approx(1.3, rel=0.2)
     # what the fit does not touch keeps the realistic value
-    assert m.maker_vol_scale == load_profile("realistic").model.maker_vol_scale
     assert m.jump_share == load_profile("realistic").model.jump_share
 
 
