@@ -1,4 +1,4 @@
-"""The run report (DESIGN.md schema plus fill mode and skipped orders) and its console summary."""
+"""The run report (DESIGN.md schema plus fill mode, paper latency and skipped orders) and its console summary."""
 
 from __future__ import annotations
 
@@ -46,7 +46,9 @@ def build_report(
     reconnects: int,
     skipped: dict,
     assets: tuple[str, ...],
+    latency_ms: float | None,
 ) -> dict:
+    """`latency_ms`: the delay given to paper fills; None when a live venue filled the orders."""
     return {
         "strategy": strategy,
         "source": source,
@@ -70,20 +72,41 @@ def build_report(
         },
         "model_saved": None,
         "fill": fill,
+        "latency_ms": latency_ms,
         "skipped_orders": skipped,
         "unresolved_closes": stats.unresolved_closes,
         "shutdown_closes": stats.shutdown_closes,
     }
 
 
+def _skipped_lines(skipped: dict) -> tuple[int, list[str]]:
+    """Order counts by reason, venue refusals by reason (the live broker's `rejected`) and shares still
+    held on the venue (its `still_held`), in words; share amounts (dust, unsold) are not order counts."""
+    counts = {k: v for k, v in skipped.items() if type(v) is int and v}
+    refused = {k: v for k, v in (skipped.get("rejected") or {}).items() if v}
+    total = sum(counts.values()) + sum(refused.values())
+    lines = []
+    if counts or refused:
+        parts = [", ".join(f"{k} {v}" for k, v in counts.items())] if counts else []
+        if refused:
+            parts.append(f"refused by the venue: {', '.join(f'{k} {v}' for k, v in refused.items())}")
+        lines.append("skipped orders: " + "; ".join(parts))
+    held = skipped.get("still_held") or []
+    if held:
+        lines.append("still held on the venue, outside the PnL: " + "; ".join(
+            f"{h.get('asset')} {h.get('side')} {h.get('shares', 0.0):,.2f} shares ({h.get('why')})" for h in held))
+    return total, lines
+
+
 def format_summary(report: dict) -> str:
-    """A few lines for people: PnL, trades, win rate, fees, per asset, speed."""
+    """A few lines for people: PnL, trades, win rate, fees, per asset, speed, what was not traded."""
     per_asset = "  ".join(f"{a} ${v:+,.2f}" for a, v in report.get("pnl_by_asset", {}).items())
-    skipped = report.get("skipped_orders", {})
-    skipped_total = sum(v for k, v in skipped.items() if k != "dust_shares")
+    skipped_total, skipped_lines = _skipped_lines(report.get("skipped_orders", {}))
     feed = report.get("feed", {})
+    latency = report.get("latency_ms")
+    latency_text = "" if latency is None else f", latency {latency:g} ms"
     lines = [
-        f"{report.get('strategy')} on {report.get('source')} (fill {report.get('fill')}): "
+        f"{report.get('strategy')} on {report.get('source')} (fill {report.get('fill')}{latency_text}): "
         f"PnL ${report.get('pnl', 0.0):+,.2f} after ${report.get('fees', 0.0):,.2f} fees",
         f"trades {report.get('trades', 0)}  win rate {100 * report.get('win_rate', 0.0):.1f}%  "
         f"windows {report.get('windows', 0)}  decisions {report.get('decisions', 0):,}  "
@@ -91,6 +114,7 @@ def format_summary(report: dict) -> str:
         f"per asset: {per_asset or '-'}",
         f"feed: {feed.get('messages', 0):,} messages, {feed.get('rejected', 0)} rejected, "
         f"{feed.get('stale_seconds', 0.0):.0f} stale market-seconds; skipped orders {skipped_total}",
+        *skipped_lines,
     ]
     if report.get("updates"):
         lines.append(f"PPO updates {report['updates']}")

@@ -25,6 +25,7 @@ from streamers.frames import FEED_DISCOVERY, WINDOW_SECONDS, Frame, MarketInfo
 log = logging.getLogger(__name__)
 
 DEFAULT_FEE_RATE = 0.07  # crypto taker rate when a fee-enabled market carries no feeSchedule
+DEFAULT_FEE_EXPONENT = 1.0  # crypto fee exponent when the feeSchedule carries none
 DEFAULT_TICK_SIZE = 0.01
 DEFAULT_MIN_SIZE = 5.0
 SLUG_MARKER = "-updown-15m-"
@@ -38,6 +39,12 @@ class Clock(Protocol):
 
 class DiscoveryError(ValueError):
     """A Gamma payload that cannot be turned into a MarketInfo."""
+
+
+class UnsupportedMarket(DiscoveryError):
+    """A market of a protocol version the bot cannot trade: Gamma `version` "v2" (Polymarket Protocol V2)
+    markets trade position IDs on Exchange V3; the bot reads `clobTokenIds` and signs CTF Exchange V2
+    orders, which is what version "v1" (and older answers without the field) means."""
 
 
 class VenueUnreachable(ConnectionError):
@@ -83,13 +90,17 @@ def _json_field(value: Any, name: str) -> Any:
     return value
 
 
-def _fee_rate(market: dict) -> float:
-    if market.get("feesEnabled") is False:
-        return 0.0
+def _fee_schedule(market: dict) -> tuple[float, float]:
+    """(rate, exponent) of the market's taker fee; the crypto defaults where `feeSchedule` lacks them."""
     schedule = _json_field(market.get("feeSchedule"), "feeSchedule")
-    if isinstance(schedule, dict) and schedule.get("rate") is not None:
-        return float(schedule["rate"])
-    return DEFAULT_FEE_RATE
+    if not isinstance(schedule, dict):
+        schedule = {}
+    rate = schedule.get("rate")
+    exponent = schedule.get("exponent")
+    return (
+        0.0 if market.get("feesEnabled") is False else DEFAULT_FEE_RATE if rate is None else float(rate),
+        DEFAULT_FEE_EXPONENT if exponent is None else float(exponent),
+    )
 
 
 def _price_to_beat(*holders: dict | None) -> float | None:
@@ -108,6 +119,11 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
     `event` is the enclosing event when known; priceToBeat lives in its `eventMetadata`.
     """
     asset, start = parse_slug(slug)
+    version = market.get("version")
+    if version not in (None, "v1"):
+        raise UnsupportedMarket(
+            f"market {slug} has version {version!r}; only CTF markets (version 'v1') can be traded here"
+        )
     try:
         outcomes = [str(o).strip().lower() for o in _json_field(market["outcomes"], "outcomes")]
         tokens = [str(t) for t in _json_field(market["clobTokenIds"], "clobTokenIds")]
@@ -119,6 +135,7 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
     # the nested `events` list appears on /markets answers; it carries the same eventMetadata
     nested = market.get("events")
     nested_event = nested[0] if isinstance(nested, list) and nested and isinstance(nested[0], dict) else None
+    fee_rate, fee_exponent = _fee_schedule(market)
     return MarketInfo(
         asset=asset,
         condition_id=condition_id,
@@ -129,7 +146,8 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
         price_to_beat=_price_to_beat(event, market, nested_event),
         tick_size=float(market.get("orderPriceMinTickSize") or DEFAULT_TICK_SIZE),
         min_size=float(market.get("orderMinSize") or DEFAULT_MIN_SIZE),
-        fee_rate=_fee_rate(market),
+        fee_rate=fee_rate,
+        fee_exponent=fee_exponent,
     )
 
 
@@ -257,6 +275,7 @@ class Discovery:
         self.session = session
         self.settings = settings or DiscoverySettings()
         self._known: dict[str, MarketInfo] = {}  # slug -> market
+        self._unsupported: set[str] = set()  # slugs of markets the bot cannot trade: asked once
         self._reached = False  # Gamma answered at least once: later failures are retried, not fatal
         self.requests = 0
         self.failures = 0
@@ -294,6 +313,10 @@ class Discovery:
             found = parse_events_response(await self._get_json(f"{base}/events?slug={q}"), slug)
             if found is None:
                 found = parse_markets_response(await self._get_json(f"{base}/markets?slug={q}"), slug)
+        except UnsupportedMarket as exc:
+            self._unsupported.add(slug)
+            log.warning("skipping %s", exc)
+            return None
         except DiscoveryError as exc:
             log.warning("skipping malformed Gamma market %s: %s", slug, exc)
             return None
@@ -305,7 +328,7 @@ class Discovery:
         if now >= start + WINDOW_SECONDS - self.settings.lookahead:
             starts.append(start + WINDOW_SECONDS)
         missing = [market_slug(a, s) for s in starts for a in self.assets]
-        missing = [slug for slug in missing if slug not in self._known]
+        missing = [slug for slug in missing if slug not in self._known and slug not in self._unsupported]
         # a market listed before its opening has no priceToBeat yet: ask again until it has one
         unpriced = [slug for slug, m in self._known.items() if m.price_to_beat is None and m.end > now]
         return missing + unpriced

@@ -52,6 +52,11 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "rl", "--gamma", "1"], "add --train"),
         (["--strategy", "rl", "--train", "--load", "m", "--gamma", "1"], "keeps the gamma"),
         (["--strategy", "fair_value", "--gamma", "1"], "only to --strategy rl"),
+        (["--strategy", "fair_value", "--latency-ms", "-5"], "0 ms or more"),
+        (["--strategy", "fair_value", "--latency-ms", "soon"], "milliseconds"),
+        (["--strategy", "momentum", "--source", "live", "--live", "--max-total-dollars", "10", "--latency-ms", "100"],
+         "real latency"),
+        (["--strategy", "fair_value", "--max-slippage", "1.5"], "below 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:
