@@ -560,8 +560,9 @@ class LiveBroker(PositionRules):
         if fill is None:
             return None
         self._last_buy = fill.order_id
-        # every share is delivered; the fee is paid on top, so it is part of the cost
-        return Fill(fill.shares, fill.shares, fill.cash + fill.fee, fill.fee, fill.avg_price, fill.limit)
+        # every share is delivered; the fee is paid on top: the position books it as its entry fee (the run
+        # cap and the balance count cash + fee where the order is booked)
+        return Fill(fill.shares, fill.shares, fill.cash, fill.fee, fill.avg_price, fill.limit)
 
     def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
         """Sell up to `shares` with one FAK order; None when refused (a position stays open and retries)."""

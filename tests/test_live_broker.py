@@ -165,9 +165,11 @@ def test_buy_fee_is_paid_on_top_and_every_share_is_booked(clob, wallet, make_bro
     assert pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-6) == pytest.approx(gross, abs=1e-4)
     venue_fee = taker_fee(10, 0.50, RATE) + taker_fee(gross - 10, 0.52, RATE)
     assert pos.entry_fee == pytest.approx(venue_fee, abs=3e-4)  # fee at the average price, see module doc
-    assert pos.cost == pytest.approx(spent_at_venue(clob, funder), abs=3e-4) == pytest.approx(amount + venue_fee, abs=3e-4)
+    # the trades CSV's size is the shares' price and the fee is booked apart; together they are what the wallet paid
+    assert pos.cost == pytest.approx(amount, abs=3e-4)
+    assert pos.cost + pos.entry_fee == pytest.approx(spent_at_venue(clob, funder), abs=3e-4)
     assert pos.entry_price == pytest.approx(amount / gross, abs=1e-6)
-    assert broker.spent == pytest.approx(pos.cost)
+    assert broker.spent == pytest.approx(pos.cost + pos.entry_fee)
 
 
 def test_fees_count_in_the_run_cap_and_it_is_never_overshot(clob, wallet, make_broker):
@@ -189,7 +191,7 @@ def test_round_trip_pnl_is_the_wallets_cash_change(clob, wallet, make_broker):
     _, funder = wallet
     broker = make_broker()
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)])).position
-    held, cost = pos.shares, pos.cost
+    held, cost = pos.shares, pos.cost + pos.entry_fee
     bids = show(clob, UP_TOKEN, bids=[(0.60, 100)], asks=[(0.62, 100)])
 
     result = sell_up(broker, pos, bids)
@@ -210,7 +212,8 @@ def test_fak_partial_fill_books_only_what_filled(clob, wallet, make_broker):
     pos = buy_up(broker, book, dollars=10.0).position
 
     assert pos is not None and pos.shares == pytest.approx(8.0)
-    assert pos.cost == pytest.approx(4.0 + taker_fee(8, 0.5, RATE)) == pytest.approx(spent_at_venue(clob, funder))
+    assert pos.cost == pytest.approx(4.0) and pos.entry_fee == pytest.approx(taker_fee(8, 0.5, RATE))
+    assert pos.cost + pos.entry_fee == pytest.approx(spent_at_venue(clob, funder))
     assert clob.book_levels(UP_TOKEN, "asks") == [(0.70, 100)]
 
 
@@ -344,8 +347,8 @@ def test_a_delayed_buy_is_booked_from_its_trades(clob, wallet, make_broker):
 
     assert pos is not None
     assert pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-6)
-    assert pos.cost == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)  # fee per trade: exact
-    assert broker.spent == pytest.approx(pos.cost) and order_posts(clob) == 1
+    assert pos.cost + pos.entry_fee == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)  # fee per trade: exact
+    assert broker.spent == pytest.approx(pos.cost + pos.entry_fee) and order_posts(clob) == 1
 
 
 def test_a_5xx_after_the_match_is_reconciled_from_the_trades(clob, wallet, make_broker):
@@ -356,7 +359,7 @@ def test_a_5xx_after_the_match_is_reconciled_from_the_trades(clob, wallet, make_
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 10), (0.52, 100)])).position
 
     assert pos is not None and pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-6)
-    assert pos.cost == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)
+    assert pos.cost + pos.entry_fee == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)
     assert broker.skipped.rejected == {}
 
 
@@ -369,7 +372,7 @@ def test_a_lost_answer_is_reconciled_from_the_trades_when_get_order_answers_noth
     pos = buy_up(broker, book, dollars=10.0).position
 
     assert pos is not None and pos.shares == pytest.approx(clob.shares(funder, UP_TOKEN), abs=1e-6)
-    assert pos.cost == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)
+    assert pos.cost + pos.entry_fee == pytest.approx(spent_at_venue(clob, funder), abs=1e-5)
     assert broker.skipped.unknown_outcome == 0
     order_id = next(iter(clob.trades.values())).taker_order_id
     assert broker.client.get_order(order_id) is None  # what the venue answers for a filled FAK order
@@ -631,7 +634,7 @@ def test_a_shutdown_sale_backs_off_through_an_engine_restart(clob, make_broker):
 def test_shares_a_shutdown_cannot_sell_within_the_limit_are_reported_as_still_held(clob, make_broker):
     broker = make_broker(exit_retry_seconds=30.0)
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)])).position
-    held, cost = pos.shares, pos.cost
+    held, cost = pos.shares, pos.cost + pos.entry_fee
     clob.fail_next("/order", *ENGINE_RESTART, times=100)
 
     record = broker.close_at_book(market_info(), pos, show(clob, UP_TOKEN, bids=[(0.45, 100)]), None,
