@@ -63,6 +63,7 @@ CENTROID_LAGS = range(-3, 4)
 CHANGE_ELASTICITY = 0.6  # d ln(mean size of a mid change) / d ln(requote_threshold)
 VOL_RATIO_ELASTICITY = 0.8  # d ln(implied / realized Chainlink vol) / d ln(maker_vol_scale)
 DAMPING = 0.7  # after the first round, steps are shortened to this share (the twin's figures are noisy)
+MAX_LOG_STEP = math.log(2.0)  # the threshold at most halves or doubles per round
 
 
 class FitError(Exception):
@@ -287,12 +288,24 @@ def _wander_per_noise(half_life_s: float) -> float:
     return 0.6745 * math.sqrt(2.0 * (1.0 - a))
 
 
-def _step(g: _Guess, sim: Moments, target: Moments, k: float, scale: float) -> _Guess:
-    """Move each parameter toward its figure, `scale` of the way the fixed response says."""
+def _change_elasticity(history: list[tuple[_Guess, Moments, float]]) -> float:
+    """d ln(mean mid change) / d ln(threshold) from the last two rounds (the tick floors the mean change, so
+    the response is far weaker at small thresholds than at large ones); CHANGE_ELASTICITY before that."""
+    if len(history) >= 2:
+        (g0, m0, _), (g1, m1, _) = history[-2], history[-1]
+        dx = math.log(g1.threshold / g0.threshold)
+        if abs(dx) > 0.05 and m0.mean_change and m1.mean_change:
+            return min(max(math.log(m1.mean_change / m0.mean_change) / dx, 0.3), 1.5)
+    return CHANGE_ELASTICITY
+
+
+def _step(g: _Guess, sim: Moments, target: Moments, k: float, scale: float, elasticity: float) -> _Guess:
+    """Move each parameter toward its figure, `scale` of the way its response says."""
     out = _Guess(g.threshold, g.delay_centre, g.noise, g.vol_scale)
     if sim.mean_change and target.mean_change:
         ratio = target.mean_change / sim.mean_change
-        out.threshold = min(max(g.threshold * math.exp(scale * math.log(ratio) / CHANGE_ELASTICITY), 0.001), 0.1)
+        step = min(max(scale * math.log(ratio) / elasticity, -MAX_LOG_STEP), MAX_LOG_STEP)
+        out.threshold = min(max(g.threshold * math.exp(step), 0.001), 0.1)
     if sim.centroid is not None and target.centroid is not None:
         # a later public feed moves the public fair value later, so the centroid falls one for one
         out.delay_centre = min(max(g.delay_centre + scale * (sim.centroid - target.centroid), 0.0), 5.0)
@@ -366,7 +379,7 @@ def fit(
         history.append((guess, sim, dist))
         log(f"round {r + 1}: threshold {guess.threshold:.4f}, futures delay centre {guess.delay_centre:.2f} s, "
             f"noise {guess.noise:.3f}, vol scale {guess.vol_scale:.2f} -> {sim.line()} (distance {dist:.3f})")  # fmt: skip
-        guess = _step(guess, sim, target, k, 1.0 if r == 0 else DAMPING)
+        guess = _step(guess, sim, target, k, 1.0 if r == 0 else DAMPING, _change_elasticity(history))
     kept = min(range(len(history)), key=lambda i: history[i][2]) if history else -1
     final = history[kept][0] if history else guess
     description = (
