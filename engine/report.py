@@ -43,6 +43,8 @@ def build_report(
     wall_seconds: float,
     messages: int,
     rejected: int,
+    unknown: int,
+    bad_lines: int,
     reconnects: int,
     skipped: dict,
     assets: tuple[str, ...],
@@ -65,6 +67,8 @@ def build_report(
         "feed": {
             "messages": messages,
             "rejected": rejected,
+            "unknown": unknown,  # well-formed events of a type the parsers do not know
+            "bad_lines": bad_lines,  # unreadable recording lines skipped by a replay
             "reconnects": reconnects,
             "stale_seconds": round(stats.stale_seconds, 3),
         },
@@ -94,4 +98,6 @@ def format_summary(report: dict) -> str:
     ]
     if report.get("updates"):
         lines.append(f"PPO updates {report['updates']}")
+    if report.get("logs"):
+        lines.append(f"logs: {'  '.join(report['logs'].values())}")
     return "\n".join(lines)
