@@ -242,16 +242,16 @@ def check_writable_folder(flag: str, folder: Path, *, create: bool) -> None:
 
 
 def check_writable_file(flag: str, path: Path, *, create_folder: bool) -> None:
-    """The file can be created or replaced: its folder takes new files, and an existing file opens for writing."""
+    """An existing file opens for writing (it is rewritten in place), else its folder takes a new file."""
     if path.is_dir():
         raise BadInput(f"{flag} {path} is a folder; give a file name")
-    check_writable_folder(flag, path.parent, create=create_folder)
-    if path.is_file():
-        try:
-            with path.open("ab"):  # append mode: opening changes nothing in the file
-                pass
-        except OSError as exc:
-            raise BadInput(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+    if not path.exists():
+        check_writable_folder(flag, path.parent, create=create_folder)
+        return
+    try:  # append and non-blocking: opening changes nothing in the file and never waits on a pipe
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    except OSError as exc:
+        raise BadInput(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def build_strategy(opts: Options):
@@ -451,10 +451,14 @@ async def run(opts: Options) -> int:
                     recorder.close()  # now, so that a last write failing on a full disk is in the report
                     report["output_error"] = engine.output_error()
             finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                # the run is ending: a further Ctrl+C or SIGTERM must not cut the save or the exit short, so
+                # both go from the engine's handler to ignored with no moment of Python's default between
+                stopping = {signal.SIGINT, signal.SIGTERM}
+                signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+                for sig in stopping:
                     loop.remove_signal_handler(sig)
-                    # the run is ending: a further Ctrl+C or SIGTERM must not cut the save or the exit short
                     signal.signal(sig, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     finally:
         if opts.save_name is not None:
             saved = save_model(strategy, opts.save_name)

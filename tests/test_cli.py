@@ -52,6 +52,12 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "rl", "--gamma", "1"], "add --train"),
         (["--strategy", "rl", "--train", "--load", "m", "--gamma", "1"], "keeps the gamma"),
         (["--strategy", "fair_value", "--gamma", "1"], "only to --strategy rl"),
+        (["--strategy", "rl", "--train", "--save", ""], "--save needs a model name"),
+        (["--strategy", "rl", "--overwrite"], "--overwrite needs --train"),
+        (["--strategy", "momentum", "--overwrite"], "only to --strategy rl"),
+        (["--strategy", "rl", "--source", "replay", "--replay", "tests"], "is a folder; give a recording file"),
+        (["--strategy", "momentum", "--sim-faults", "drop=0.01"], "--speed max"),
+        (["--strategy", "momentum", "--speed", "max", "--sim-faults", "garbage=0.01,stall=0.001"], "--speed X"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:
