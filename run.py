@@ -110,6 +110,9 @@ def build_parser() -> CliParser:
                    help="how many timestamped backups --checkpoint-every keeps (default 5)")
     p.add_argument("--sim-faults", default=None, metavar="SPEC",
                    help="simulator fault injection, e.g. drop=0.01,garbage=0.001,stall=0.001")
+    p.add_argument("--sim-profile", default=None, metavar="NAME|FILE",
+                   help="simulator market model: realistic (default; calibrated to real recordings), lagged (a "
+                        "what-if whose maker trails the index by 1-8 s, not real) or a JSON profile from sim.fit")
     p.add_argument("--no-tui", action="store_true", help="plain console output instead of the live dashboard")
     live = p.add_argument_group("live orders (real money; credentials from POLYMARKET_* variables, see README)")
     live.add_argument("--live", action="store_true",
@@ -130,6 +133,7 @@ class Options:
     args: argparse.Namespace
     speed: float | str
     save_name: str | None
+    profile: object = None  # the SimProfile of a --source sim run
 
 
 def validate(args: argparse.Namespace) -> Options:
@@ -181,6 +185,16 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput("--sim-faults drop and stall act on the simulator's websocket connections, which "
                            "--speed max does not use; run them with --speed X (e.g. --speed 60), or keep only "
                            "garbage= at --speed max")
+    if args.sim_profile and args.source != "sim":
+        raise BadInput("--sim-profile applies only to --source sim (a recording or the live venues bring their own market)")
+    profile = None
+    if args.source == "sim":
+        from sim.profiles import ProfileError, load_profile
+
+        try:
+            profile = load_profile(args.sim_profile)
+        except ProfileError as exc:
+            raise BadInput(str(exc)) from None
     if args.checkpoint_every and not args.train:
         raise BadInput("--checkpoint-every needs --train (inference never writes the model)")
     for flag, given in (("--save", args.save is not None), ("--overwrite", args.overwrite)):
@@ -205,7 +219,7 @@ def validate(args: argparse.Namespace) -> Options:
         check_writable_file("--report", Path(args.report), create_folder=True)
     if args.record:
         check_writable_file("--record", Path(args.record), create_folder=False)
-    return Options(args=args, speed=speed, save_name=save_name)
+    return Options(args=args, speed=speed, save_name=save_name, profile=profile)
 
 
 def refuse_replacing_a_model(save_name: str, load: str | None, overwrite: bool) -> None:
@@ -309,13 +323,13 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
         if opts.speed == "max":
             from sim.source import SimSource
 
-            source = SimSource(seed, assets=args.assets, faults=faults)
+            source = SimSource(seed, assets=args.assets, faults=faults, profile=opts.profile)
             stack.push_async_callback(source.close)
             return source, VirtualClock()
         from sim.servers import SimServers
         from streamers.live import LiveSource
 
-        servers = SimServers(seed, float(opts.speed), assets=args.assets, faults=faults)
+        servers = SimServers(seed, float(opts.speed), assets=args.assets, faults=faults, profile=opts.profile)
         endpoints = await servers.start()
         stack.push_async_callback(servers.stop)
         clock = servers.clock
@@ -355,6 +369,18 @@ def build_broker(opts: Options):
     print(f"[live] sending real orders as {broker.funder} (cap ${broker.max_total_dollars:,.2f} in entries, "
           f"${broker.max_order_dollars:,.2f} per order, {broker.order_type})", file=sys.stderr)
     return broker
+
+
+def source_header(opts: Options) -> dict:
+    """What produced a run's data: a recording's first line and the report's `data_source`."""
+    args = opts.args
+    header: dict = {"source": args.source, "assets": list(args.assets)}
+    if args.source == "sim":
+        header["seed"] = 0 if args.seed is None else args.seed
+        header["sim_profile"] = opts.profile.to_dict()
+    if args.source == "replay":
+        header["recording"] = args.replay
+    return header
 
 
 def endpoints_from_mapping(mapping: dict[str, str]):
@@ -411,7 +437,7 @@ async def run(opts: Options) -> int:
                 from streamers.recording import Recorder, RecordingError
 
                 try:
-                    recorder = Recorder(args.record)
+                    recorder = Recorder(args.record, header=json.dumps(source_header(opts)))
                 except RecordingError as exc:
                     raise BadInput(str(exc)) from None
                 stack.callback(recorder.close)
@@ -467,6 +493,7 @@ async def run(opts: Options) -> int:
     code = EXIT_OK
     if report is not None:
         report["model_saved"] = opts.save_name if saved else None
+        report["data_source"] = source_header(opts)
         print(format_summary(report))
         if args.report:
             try:

@@ -173,6 +173,8 @@ class Engine:
         )
         report["skipped_ticks"] = self.skipped_ticks
         report["output_error"] = self.output_error()
+        if getattr(self.md, "source_info", None):  # a replayed recording's header: what produced the data
+            report["recorded_source"] = self.md.source_info
         if self.logs is not None:
             report["logs"] = self.logs.paths
         return report

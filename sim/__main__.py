@@ -15,6 +15,7 @@ import sys
 from collections.abc import Sequence
 
 from sim.faults import FaultSpec
+from sim.profiles import ProfileError, load_profile
 from sim.servers import SimServers
 from streamers.frames import ASSETS
 
@@ -36,6 +37,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--speed", default="1", help="clock speed, times real time (> 0)")
     parser.add_argument("--assets", default=",".join(ASSETS), help="comma-separated subset of BTC,ETH,SOL,XRP")
     parser.add_argument("--sim-faults", default="", help="fault rates, e.g. drop=0.001,garbage=0.001,stall=0.01")
+    parser.add_argument("--sim-profile", default="realistic",
+                        help="market model: realistic (default), lagged (what-if, not real) or a JSON profile file")
     args = parser.parse_args(argv)
     try:
         speed = float(args.speed)
@@ -56,11 +59,15 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         args.sim_faults = FaultSpec.parse(args.sim_faults) if args.sim_faults else None
     except ValueError as exc:
         raise UsageError(f"--sim-faults is not valid: {exc}.") from exc
+    try:
+        args.sim_profile = load_profile(args.sim_profile)
+    except ProfileError as exc:
+        raise UsageError(str(exc)) from None
     return args
 
 
 async def _serve(args: argparse.Namespace) -> None:
-    servers = SimServers(args.seed, args.speed, assets=args.assets, faults=args.sim_faults)
+    servers = SimServers(args.seed, args.speed, assets=args.assets, faults=args.sim_faults, profile=args.sim_profile)
     endpoints = await servers.start()
     clock = servers.clock
     for variable, url in endpoints.items():
@@ -68,7 +75,8 @@ async def _serve(args: argparse.Namespace) -> None:
     print(f"export UPDOWN_CLOCK={clock.wall_origin!r},{clock.sim_origin!r},{clock.speed!r}", flush=True)
     # stdout stays eval-able; the human line goes to stderr
     print(
-        f"python -m sim: serving seed {args.seed} ({','.join(args.assets)}) at {args.speed:g}x on 127.0.0.1; "
+        f"python -m sim: serving seed {args.seed} ({','.join(args.assets)}, profile {args.sim_profile.name}) "
+        f"at {args.speed:g}x on 127.0.0.1; "
         "Ctrl+C to stop.",
         file=sys.stderr,
         flush=True,

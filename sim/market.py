@@ -29,6 +29,7 @@ from sim.model import (
     UpBook,
     digital_fair,
 )
+from sim.profiles import SimProfile, load_profile
 from streamers.frames import (
     ASSETS,
     FEED_DISCOVERY,
@@ -112,6 +113,7 @@ class SimMarket:
         assets: Sequence[str] = ASSETS,
         faults: FaultSpec | None = None,
         model: ModelParams | None = None,
+        profile: SimProfile | None = None,
     ) -> None:
         unknown = [a for a in assets if a not in ASSET_PARAMS]
         if unknown or not assets:
@@ -119,7 +121,10 @@ class SimMarket:
         self.seed = int(seed)
         self.assets = tuple(assets)
         self.faults = faults or FaultSpec()
-        self.model = model or ModelParams()
+        if profile is None:
+            profile = load_profile(None) if model is None else SimProfile("custom", model)
+        self.profile = profile
+        self.model = profile.model
         self._season = Seasonality(self.model)
         self.start_time = EPOCH + WINDOW * ((self.seed % 10000) * 97)
         self._now = float(self.start_time)
@@ -138,10 +143,14 @@ class SimMarket:
     # ------------------------------------------------------------ construction
 
     def _new_asset(self, asset: str) -> _AssetState:
-        p = ASSET_PARAMS[asset]
-        rng = np.random.default_rng([self.seed, _ASSET_CODE[asset]])
+        p = self.profile.asset_params(asset)
+        code = _ASSET_CODE[asset]
+        rng = np.random.default_rng([self.seed, code])
+        aux = np.random.default_rng([self.seed, code, 7])  # draws a profile without them never made
+        lo, hi = self.model.futures_delay_s
+        delay = lo + (hi - lo) * float(aux.random()) if hi > 0.0 else 0.0
         t0 = self.start_time - HISTORY_S
-        path = AssetPath(p, self.model, rng, t0, keep_s=HISTORY_S + WINDOW)
+        path = AssetPath(p, self.model, rng, t0, keep_s=HISTORY_S + WINDOW, delay=delay, aux_rng=aux)
         path.ensure(self.start_time + WINDOW)
         pool = RandomPool(rng)
         st = _AssetState(params=p, path=path, pool=pool, bar=M.KlineBar(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
@@ -250,22 +259,25 @@ class SimMarket:
 
     def _asset_second(self, st: _AssetState, s: int, out: list[_Entry]) -> None:
         p, path, pool, m = st.params, st.path, st.pool, self.model
-        path.ensure(s + m.flow_horizon_s + 2)
+        path.ensure(s + max(0, m.flow_offset_s) + m.flow_horizon_s + 2)
         idx = path.price(s)
 
         # RTDS chainlink: the index at exactly second s, published a little later
-        t_rtds = s + 0.15 + 0.45 * pool.uniform()
+        lo, hi = m.rtds_delay_s
+        t_rtds = s + lo + (hi - lo) * pool.uniform()
         value = round(idx, 8)
         out.append((t_rtds, SimEvent(
             t_rtds, FEED_RTDS, M.rtds_chainlink(p.rtds_symbol, int(t_rtds * 1000), s * 1000, value),
             None, (), p.rtds_symbol,
         ), None))  # fmt: skip
 
-        # Binance futures trades, flow tilted toward the next seconds' index move
-        ahead = path.price(s + m.flow_horizon_s)
+        # Binance futures trades, flow tilted toward an index move (the coming one in `lagged`)
+        s0 = s + m.flow_offset_s
+        move = path.price(s0 + m.flow_horizon_s) - path.price(s0)
         scale = idx * (path.sigma(s) * math.sqrt(m.flow_horizon_s) + 1e-9)
-        p_buy = 0.5 + m.flow_tilt * math.tanh((ahead - idx) / scale)
-        n_trades = 1 + (pool.uniform() < 0.65) + (pool.uniform() < 0.3)
+        p_buy = 0.5 + m.flow_tilt * math.tanh(move / scale)
+        p2, p3 = m.futures_extra_trade_probs
+        n_trades = 1 + (pool.uniform() < p2) + (pool.uniform() < p3)
         times = sorted(s + 0.99 * pool.uniform() for _ in range(n_trades))
         t_k = s + 0.25 + 0.5 * pool.uniform() if s % 2 == 0 else s + 2.0
         for t in times:
@@ -307,8 +319,10 @@ class SimMarket:
 
         # markPrice@1s
         t_m = s + 0.001
-        basis = path.bases[s - path.base]
+        basis = path.basis(float(s))
         mark = path.futures(float(s))
+        if path.delay:  # Binance's own index, as late as its futures
+            idx = mark / (1.0 + basis)
         next_funding = (s * 1000 // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
         out.append((t_m, SimEvent(
             t_m, FEED_FUTURES_MARKET,
@@ -318,7 +332,7 @@ class SimMarket:
         ), None))  # fmt: skip
 
         # occasional liquidation
-        if pool.uniform() < 0.003:
+        if pool.uniform() < m.liquidation_prob:
             t_f = s + pool.uniform()
             side = "SELL" if pool.uniform() < 0.5 else "BUY"
             px = f"{fut * (0.999 if side == 'SELL' else 1.001):.{pd}f}"
@@ -329,10 +343,10 @@ class SimMarket:
             ), None))  # fmt: skip
 
         # spot aggTrade near the futures price
-        n_spot = 1 if pool.uniform() < 0.85 else 2
+        n_spot = 1 if pool.uniform() < 1.0 - m.spot_second_trade_prob else 2
         for _ in range(n_spot):
             t_s = s + pool.uniform()
-            price = path.futures(t_s) / (1.0 + path.bases[s - path.base]) * (1.0 + m.spot_noise * pool.normal())
+            price = path.futures(t_s) / (1.0 + path.basis(t_s)) * (1.0 + m.spot_noise * pool.normal())
             maker = pool.uniform() >= p_buy
             n_fill = 1 + int(pool.uniform() * 3)
             st.spot_agg_id += 1
@@ -364,7 +378,7 @@ class SimMarket:
 
     def _futures_trade(self, st: _AssetState, t: float, buy: bool, out: list[_Entry]) -> None:
         p, pool = st.params, st.pool
-        fair = st.path.futures(t) * (1.0 + 2e-5 * pool.normal())
+        fair = st.path.futures(t) * (1.0 + self.model.futures_noise * pool.normal())
         steps = fair / p.tick
         price = (math.ceil(steps) if buy else math.floor(steps)) * p.tick
         qty = self._qty(st)
@@ -407,7 +421,8 @@ class SimMarket:
             start = next_start if s != self.start_time else s
             mk = self._by_slug.get(f"{asset.lower()}-updown-15m-{start}") or self._list_market(asset, start)
             self._emit_listing(mk, s + 0.05, out)
-        vol_scale = self.model.maker_vol_scale
+        model = self.model
+        r_lo, r_hi = model.maker_reaction_s
         for mk in list(self._markets.values()):
             meta = mk.meta
             if meta.asset != asset:
@@ -429,12 +444,14 @@ class SimMarket:
                 fair = 0.5
             else:
                 left = meta.end - s
-                lagged = s - min(mk.lag, 1 + int(self.model.final_lag_per_s * left))
-                sig = path.sigma(lagged) * vol_scale
-                tau = self._season.remaining_from(lagged - meta.start)
-                fair = digital_fair(path.price(lagged), mk.strike, sig, tau)
-            self._quote(mk, fair, s + 0.05 + 0.9 * pool.uniform(), out)
-            if pool.uniform() < self.model.last_trade_prob:
+                seen = s - min(mk.lag, 1 + int(model.final_lag_per_s * left))  # the index second it quotes on
+                var = path.remaining_variance(
+                    seen, meta.end - seen, self._season.remaining_from(seen - meta.start),
+                    model.maker_vol_scale, model.maker_prices_jumps,
+                )
+                fair = digital_fair(path.price(seen), mk.strike, math.sqrt(var), 1.0)
+            self._quote(mk, fair, s + r_lo + (r_hi - r_lo) * pool.uniform(), out)
+            if pool.uniform() < model.last_trade_prob:
                 self._last_trade(mk, s + pool.uniform(), pool, out)
 
     def _emit_listing(self, mk: _PolyMarket, t: float, out: list[_Entry]) -> None:

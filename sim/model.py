@@ -1,8 +1,10 @@
 """Price, flow and book dynamics of the simulated market, driven only by numpy Generators.
 
 The index (the resolution source) is a log jump diffusion whose volatility follows a log-OU
-process; Binance prices sit on it with a small basis; the Polymarket UP book quotes the
-digital-option fair value of a lagged index, on the venue's tick grid, with sticky quotes.
+process; Binance prices trail it by a small feed delay and sit on it with a wandering basis; the
+Polymarket UP book quotes the digital-option value of the index as the maker sees it (in the
+realistic profile: the undelayed index with its full variance, jumps included), on the venue's tick
+grid, with sticky quotes.
 """
 
 from __future__ import annotations
@@ -40,34 +42,51 @@ ASSET_PARAMS: dict[str, AssetParams] = {
 
 @dataclass(slots=True, frozen=True)
 class ModelParams:
-    """Every tunable number of the model, one line each (calibrated by benchmarks/calibration.py)."""
+    """Every tunable number of the market model, one line each. The defaults are the `lagged` what-if
+    scenario (the first calibration, whose maker trails the index by seconds); `sim/profiles.py` holds
+    the named profiles, `realistic` being the default one."""
 
+    # the index (resolution source)
     vol_of_vol: float = 0.8  # stationary std of log volatility (drives the kurtosis of 15-min returns)
     vol_half_life_s: float = 5400.0  # persistence of the volatility regime
     jump_share: float = 0.35  # share of return variance that comes from jumps
     jump_rate_per_s: float = 1.0 / 5400.0  # mean jump frequency
     season_boost: float = 0.7  # extra vol right after each quarter hour (quarter-hour seasonality) ...
     season_decay_s: float = 200.0  # ... decaying with this time constant; the window's variance is unchanged
+    # what the bot's public feeds show of it
+    rtds_delay_s: tuple[float, float] = (0.15, 0.6)  # Chainlink value of second s reaches RTDS at s + U(lo, hi)
+    futures_delay_s: tuple[float, float] = (0.0, 0.0)  # per asset and run: Binance trails the index this long
     basis_mean: float = 2.0e-4  # futures premium over the index
     basis_std: float = 1.5e-4  # stationary std of the basis
     basis_half_life_s: float = 600.0
+    basis_fast_std: float = 0.0  # a fast-wandering part of the basis (Binance vs the resolution source) ...
+    basis_fast_half_life_s: float = 10.0  # ... and its persistence
+    futures_noise: float = 2.0e-5  # relative scatter of each futures trade around the futures price
     spot_noise: float = 3.0e-5  # spot vs index, relative
-    flow_tilt: float = 0.12  # max shift of the taker-buy probability toward the next seconds' move
-    flow_horizon_s: int = 5  # how far ahead the taker flow "knows"
+    flow_tilt: float = 0.12  # max shift of the taker-buy probability toward an index move ...
+    flow_horizon_s: int = 5  # ... over this many seconds ...
+    flow_offset_s: int = 0  # ... starting this many seconds from now (0: the coming move; -horizon: the last one)
+    futures_extra_trade_probs: tuple[float, float] = (0.65, 0.3)  # per second: a 2nd and a 3rd futures trade
+    liquidation_prob: float = 0.003  # per second per asset
+    spot_second_trade_prob: float = 0.15  # per second per asset
+    # the Polymarket maker
+    lag_range_s: tuple[int, int] = (1, 8)  # per market: how many seconds behind the index the maker quotes
+    final_lag_per_s: float = 0.05  # in the last minute the maker speeds up: lag <= 1 + this * seconds left
+    maker_reaction_s: tuple[float, float] = (0.05, 0.95)  # the quote for second s appears at s + U(lo, hi)
+    maker_vol_scale: float = 1.0  # the maker's vol is the diffusion vol times this
+    maker_prices_jumps: bool = False  # the maker's variance also counts the jumps still to come
     quote_noise_std: float = 0.15  # stationary std of the quoting noise, in logit units
     quote_noise_half_life_s: float = 60.0
-    maker_vol_scale: float = 1.0  # the maker's vol is the diffusion vol times this (no jump premium)
-    requote_threshold: float = 0.0085  # the maker moves only when fair value drifts this far from the mid
-    requote_fraction: float = 0.55  # share of the gap to fair value closed per second
+    requote_threshold: float = 0.0085  # the maker moves only when its target drifts this far from the mid
+    requote_fraction: float = 0.55  # share of the gap to its target closed per second (1: all at once)
     catch_up_gap: float = 0.04  # a gap this large is closed at once (news, jumps)
     spread_ticks_probs: tuple[float, ...] = (0.0, 0.80, 0.14, 0.035, 0.025)  # P(spread = k cents)
     spread_resample_prob: float = 0.06  # per second
     book_levels: int = 5
     size_median: float = 120.0  # Polymarket level size, shares
+    size_sigma: float = 1.1  # log-normal spread of level sizes
     size_update_prob: float = 0.6  # per second, one level's size is re-drawn
     last_trade_prob: float = 0.15  # per second per market
-    lag_range_s: tuple[int, int] = (1, 8)
-    final_lag_per_s: float = 0.05  # in the last minute the maker speeds up: lag <= 1 + this * seconds left
 
 
 class RandomPool:
@@ -129,6 +148,8 @@ class Seasonality:
 class AssetPath:
     """Per-second index price, its volatility and the futures basis, generated in chunks ahead.
 
+    `delay` is how far the futures feed trails the index (seconds); `aux_rng` draws the fast basis, so
+    a profile without one draws exactly what it drew before the fast basis existed.
     Memory is bounded: seconds older than `keep_s` behind the newest requested one are dropped.
     """
 
@@ -140,12 +161,16 @@ class AssetPath:
         t0: int,
         chunk_s: int = WINDOW,
         keep_s: int = 2 * WINDOW,
+        delay: float = 0.0,
+        aux_rng: np.random.Generator | None = None,
     ) -> None:
         self.params = params
         self.model = model
         self._rng = rng
+        self._aux = aux_rng if aux_rng is not None else np.random.default_rng(0)
         self._chunk = chunk_s
         self._keep = keep_s
+        self.delay = delay
         self.base = t0  # unix second of prices[0]
         self.prices: list[float] = []
         self.sigmas: list[float] = []  # regime diffusion vol per sqrt(second), before the seasonal multiplier
@@ -153,12 +178,12 @@ class AssetPath:
         var_diffusion = (1.0 - model.jump_share) * params.return_std_15m**2 / WINDOW
         # log-vol ~ N(m, vol_of_vol^2) with E[sigma^2] = var_diffusion
         self._log_vol_mean = 0.5 * math.log(var_diffusion) - model.vol_of_vol**2
-        self._jump_std = math.sqrt(
-            model.jump_share * params.return_std_15m**2 / (WINDOW * model.jump_rate_per_s)
-        )
+        self.jump_var_per_s = model.jump_share * params.return_std_15m**2 / WINDOW
+        self._jump_std = math.sqrt(self.jump_var_per_s / model.jump_rate_per_s)
         self._season = Seasonality(model).multiplier
         self._log_vol = self._log_vol_mean + model.vol_of_vol * float(rng.standard_normal())
         self._basis = model.basis_mean + model.basis_std * float(rng.standard_normal())
+        self._fast = model.basis_fast_std * float(self._aux.standard_normal()) if model.basis_fast_std else 0.0
         self._last = params.price0 * math.exp(0.03 * float(rng.standard_normal()))
 
     @property
@@ -180,11 +205,16 @@ class AssetPath:
     def sigma(self, sec: int) -> float:
         return self.sigmas[sec - self.base]
 
+    def basis(self, sec: float) -> float:
+        """The futures basis in force for what the feed shows at `sec`."""
+        return self.bases[math.floor(sec - self.delay) - self.base]
+
     def futures(self, sec: float) -> float:
-        """Futures fair price at a fractional second: the index interpolated, times (1 + basis)."""
-        s = int(sec)
+        """What the futures feed shows at a fractional second: the index `delay` earlier, times (1 + basis)."""
+        x = sec - self.delay
+        s = math.floor(x)
         i = s - self.base
-        w = sec - s
+        w = x - s
         p = self.prices[i] * (1.0 - w) + self.prices[i + 1] * w
         return p * (1.0 + self.bases[i])
 
@@ -210,10 +240,25 @@ class AssetPath:
         season = self._season[np.arange(self.end, self.end + n) % WINDOW]
         rets = sig * season * rng.standard_normal(n) + jumps
         path = self._last * np.exp(np.cumsum(rets))
+        if m.basis_fast_std:
+            af = 0.5 ** (1.0 / m.basis_fast_half_life_s)
+            bf = m.basis_fast_std * math.sqrt(1.0 - af * af)
+            z_fast = self._aux.standard_normal(n).tolist()
+            f = self._fast
+            for k in range(n):
+                f = af * f + bf * z_fast[k]
+                basis[k] += f
+            self._fast = f
         self._last = float(path[-1])
         self.prices.extend(path.tolist())
         self.sigmas.extend(sig.tolist())
         self.bases.extend(basis.tolist())
+
+    def remaining_variance(self, sec: int, seconds_left: float, season_remaining: float, vol_scale: float,
+                           with_jumps: bool) -> float:
+        """The log-variance still to come to the window end as the maker prices it."""
+        var = (self.sigmas[sec - self.base] * vol_scale) ** 2 * season_remaining
+        return var + self.jump_var_per_s * seconds_left if with_jumps else var
 
 
 def digital_fair(price: float, strike: float, sigma: float, tau: float) -> float:
@@ -305,7 +350,7 @@ class Quoter:
         return changed
 
     def level_size(self) -> float:
-        return round(min(max(self.pool.lognormal(self.model.size_median, 1.1), 5.0), 20000.0), 2)
+        return round(min(max(self.pool.lognormal(self.model.size_median, self.model.size_sigma), 5.0), 20000.0), 2)
 
     def _set_levels(self, book: UpBook, bid: int, ask: int) -> None:
         """Rebuild the ladders from the new top, keeping the size resting at prices that survive."""

@@ -30,6 +30,7 @@ from websockets.http11 import Request, Response
 from engine.clock import RealClock
 from sim.faults import FaultSpec
 from sim.market import SimEvent, SimMarket
+from sim.profiles import SimProfile
 from streamers.endpoints import ENDPOINT_VARIABLES
 from streamers.frames import (
     ASSETS,
@@ -228,13 +229,14 @@ class SimServers:
         speed: float,
         assets: Sequence[str] = ASSETS,
         faults: FaultSpec | None = None,
+        profile: SimProfile | None = None,
     ) -> None:
         if speed <= 0:
             raise ValueError(f"speed must be positive, got {speed}")
         self.seed = seed
         self.speed = float(speed)
         self.assets = tuple(assets)
-        self.sim = SimMarket(seed, assets=self.assets, faults=faults)
+        self.sim = SimMarket(seed, assets=self.assets, faults=faults, profile=profile)
         self.clock = RealClock(self.speed, sim_origin=self.sim.start_time)
         self.stats: dict[str, ServerStats] = {
             name: ServerStats()

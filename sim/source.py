@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import fcntl
+import json
 import os
 import pickle
 import signal
@@ -24,6 +25,7 @@ from typing import BinaryIO
 
 from sim.faults import FaultSpec
 from sim.market import SimMarket
+from sim.profiles import SimProfile
 from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_FUTURES_MARKET, Frame
 
 WARMUP_KLINES = 120  # 1m bars of futures history before start_time (the features need 61)
@@ -50,8 +52,10 @@ class SimSource:
         assets: Sequence[str] = ASSETS,
         faults: FaultSpec | None = None,
         background: bool = True,
+        profile: SimProfile | None = None,
     ) -> None:
-        self.market = SimMarket(seed, assets, faults)
+        self.market = SimMarket(seed, assets, faults, profile=profile)
+        self.profile = self.market.profile
         self.background = background  # False: frames() generates in this process too
         self._spec = (seed, tuple(assets), faults)
         self._closed = False
@@ -128,7 +132,8 @@ class SimSource:
     def _worker_args(self) -> list[str]:
         seed, assets, faults = self._spec
         spec = ",".join(f"{f.name}={getattr(faults, f.name)!r}" for f in fields(FaultSpec)) if faults else ""
-        return ["--seed", str(seed), "--assets", ",".join(assets), "--faults", spec]
+        profile = json.dumps(self.profile.to_dict(), separators=(",", ":"))
+        return ["--seed", str(seed), "--assets", ",".join(assets), "--faults", spec, "--profile", profile]
 
     def _stop_process(self) -> None:
         process, transport = self._process, self._transport
@@ -153,11 +158,13 @@ def _worker_env() -> dict[str, str]:
     return env
 
 
-def _produce(out: BinaryIO, seed: int, assets: tuple[str, ...], faults: FaultSpec | None) -> None:
+def _produce(
+    out: BinaryIO, seed: int, assets: tuple[str, ...], faults: FaultSpec | None, profile: SimProfile
+) -> None:
     """The simulator process: length-prefixed pickled batches of (t, feed, msg) until the reader goes away."""
     try:
         batch: list[tuple[float, str, str]] = []
-        for frame in SimSource(seed, assets, faults, background=False).iter_frames():
+        for frame in SimSource(seed, assets, faults, background=False, profile=profile).iter_frames():
             batch.append((frame.t, frame.feed, frame.msg))
             if len(batch) == BATCH_FRAMES:
                 blob = pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL)
@@ -179,8 +186,10 @@ if __name__ == "__main__":
     _parser.add_argument("--seed", type=int, required=True)
     _parser.add_argument("--assets", required=True)
     _parser.add_argument("--faults", default="")
+    _parser.add_argument("--profile", required=True, help="the SimProfile as JSON")
     _args = _parser.parse_args()
     with contextlib.suppress(AttributeError, OSError):  # Linux: a 1 MiB pipe, two batches, not one 64 KiB piece
         fcntl.fcntl(sys.stdout.fileno(), fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
     _produce(sys.stdout.buffer, _args.seed, tuple(_args.assets.split(",")),
-             FaultSpec.parse(_args.faults) if _args.faults else None)
+             FaultSpec.parse(_args.faults) if _args.faults else None,
+             SimProfile.from_dict(json.loads(_args.profile)))

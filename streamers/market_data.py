@@ -20,6 +20,7 @@ from streamers.frames import (
     FEED_FUTURES_PUBLIC,
     FEED_POLYMARKET,
     FEED_RTDS,
+    FEED_SOURCE,
     FEED_SPOT,
     Frame,
     MarketInfo,
@@ -40,6 +41,7 @@ class MarketData:
         self.assets = tuple(assets)
         self.messages = 0
         self.rejected = 0
+        self.source_info: dict | None = None  # a recording's `source` header: what produced the data
         self.unknown = 0  # well-formed Polymarket events of an unknown event_type
         self.book_mismatches = 0  # times a book disagreed with the venue's stated best bid/ask
         self.last_reject: str | None = None  # the reason for the latest rejection, for logs
@@ -60,6 +62,7 @@ class MarketData:
             FEED_POLYMARKET: self._on_polymarket,
             FEED_RTDS: self._on_rtds,
             FEED_DISCOVERY: self._on_discovery,
+            FEED_SOURCE: self._on_source,
         }
 
     # ---- the engine's read API -----------------------------------------------------------------
@@ -201,6 +204,15 @@ class MarketData:
             hist.append((p.timestamp, p.value))
             while hist[0][0] < p.timestamp - CHAINLINK_HISTORY_S:
                 hist.popleft()
+
+    def _on_source(self, msg: str, t: float) -> None:
+        try:
+            info = orjson.loads(msg)
+        except orjson.JSONDecodeError as exc:
+            raise ParseError(f"bad source header: {exc}") from None
+        if not isinstance(info, dict):
+            raise ParseError("bad source header: not a JSON object")
+        self.source_info = info
 
     def _on_discovery(self, msg: str, t: float) -> None:
         try:

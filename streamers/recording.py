@@ -19,7 +19,7 @@ from typing import IO
 
 import orjson
 
-from streamers.frames import FEEDS, Frame
+from streamers.frames import FEED_SOURCE, FEEDS, Frame
 
 FLUSH_EVERY_S = 1.0  # of frame time: a crash loses at most about this much
 FLUSH_EVERY_LINES = 5000  # and at most this many frames in a burst
@@ -51,8 +51,9 @@ def _open_read(path: str) -> IO[bytes]:
 class Recorder:
     """Appends frames to a recording, buffered and flushed every second of frame time and on close."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, header: str | None = None) -> None:
         self.path = path
+        self._header = header  # written as a `source` frame at the time of the first frame
         try:
             self._file: IO[bytes] | None = _open_write(path)
         except OSError as exc:
@@ -67,6 +68,9 @@ class Recorder:
             if self.error is not None:
                 return
             raise RecordingError(f"Recording {self.path} is already closed.")
+        if self._header is not None:
+            header, self._header = self._header, None
+            self.write(Frame(frame.t, FEED_SOURCE, header))
         self._buffer.append(orjson.dumps({"t": frame.t, "feed": frame.feed, "msg": frame.msg}) + b"\n")
         self.frames_written += 1
         if self._last_flush_t is None:

@@ -103,8 +103,11 @@ def test_replay_of_a_recorded_sim_run_reproduces_its_trades(tmp_path: Path) -> N
     live = json.loads((tmp_path / "live.json").read_text())
     replay = json.loads((tmp_path / "replay.json").read_text())
     assert live["trades"] > 0
-    strip = WALL_FIELDS | {"source", "feed", "seed"}
+    strip = WALL_FIELDS | {"source", "feed", "seed", "data_source", "recorded_source"}
     assert {k: v for k, v in live.items() if k not in strip} == {k: v for k, v in replay.items() if k not in strip}
+    # the recording's header says what produced it: the sim run's source, seed and full profile
+    assert replay["recorded_source"] == live["data_source"]
+    assert live["data_source"]["sim_profile"]["name"] == "realistic"
     assert read_csv(live["logs"]["trades"]) == read_csv(replay["logs"]["trades"])
 
 

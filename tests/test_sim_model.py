@@ -12,6 +12,7 @@ from benchmarks.calibration import measure, return_statistics
 from sim.faults import FaultSpec
 from sim.market import SimEvent, SimMarket
 from sim.model import ASSET_PARAMS, WINDOW
+from sim.profiles import load_profile
 from streamers.frames import (
     FEED_FUTURES_MARKET,
     FEED_FUTURES_PUBLIC,
@@ -224,8 +225,9 @@ def test_next_window_is_listed_a_minute_before_it_starts(run) -> None:
     assert len(second) == 4 and all(sim.start_time + WINDOW - 60 <= t < sim.start_time + WINDOW for t in second)
 
 
-def test_futures_taker_flow_leans_toward_the_next_seconds_move(run) -> None:
-    _, events = run
+def _flow_agreement(events: list[SimEvent], ahead: bool) -> tuple[float, int]:
+    """Share of BTC futures trades whose aggressor side matches the sign of the index's 5-second move
+    just after (ahead) or just before the trade, and how many trades were counted."""
     index = {}
     for r in _payloads(events, FEED_RTDS):
         if r["payload"]["symbol"] == "btc/usd":
@@ -235,13 +237,28 @@ def test_futures_taker_flow_leans_toward_the_next_seconds_move(run) -> None:
         if e.stream == "btcusdt@aggTrade" and e.feed == FEED_FUTURES_MARKET:
             d = json.loads(e.msg)["data"]
             s = d["E"] // 1000
-            if s + 5 in index:
-                move = index[s + 5] - index[s]
-                buy = not d["m"]
-                agree += (move > 0) == buy
+            a, b = (s, s + 5) if ahead else (s - 5, s)
+            if a in index and b in index and index[b] != index[a]:
+                agree += (index[b] > index[a]) == (not d["m"])
                 total += 1
-    assert total > 2000
-    assert 0.52 < agree / total < 0.7
+    return agree / max(total, 1), total
+
+
+def test_realistic_taker_flow_follows_the_last_move_and_does_not_foretell_the_next(run) -> None:
+    _, events = run
+    behind, n = _flow_agreement(events, ahead=False)
+    ahead, _ = _flow_agreement(events, ahead=True)
+    assert n > 2000
+    assert 0.52 < behind < 0.7
+    assert 0.46 < ahead < 0.54  # no free look at the index's future in the realistic market
+
+
+def test_lagged_taker_flow_leans_toward_the_next_seconds_move() -> None:
+    sim = SimMarket(SEED, assets=("BTC",), profile=load_profile("lagged"))
+    end = sim.start_time + 2 * WINDOW
+    ahead, n = _flow_agreement(list(itertools.takewhile(lambda e: e.t < end, sim.events())), ahead=True)
+    assert n > 2000
+    assert 0.52 < ahead < 0.7
 
 
 def test_rest_snapshots_match_the_published_state(run) -> None:
