@@ -239,7 +239,6 @@ def refuse_replacing_a_model(save_name: str, load: str | None, overwrite: bool) 
 
 def check_writable_folder(flag: str, folder: Path, *, create: bool) -> None:
     """Create a file in `folder` and remove it: the only check that holds for every user and file system."""
-    folder = folder if str(folder) else Path(".")
     if create:
         try:
             folder.mkdir(parents=True, exist_ok=True)

@@ -82,7 +82,7 @@ def test_recording_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     proc = run_cli("--strategy", "momentum", "--markets", "1", "--log-dir", str(tmp_path / "logs"),
                    "--no-tui", "--record", str(blocker / "rec.jsonl"))
-    assert_one_sentence_error(proc, "recording")
+    assert_one_sentence_error(proc, "--record", "is not a folder")
 
 
 def test_save_name_that_is_a_folder_exits_2_before_training(tmp_path: Path) -> None:
