@@ -103,6 +103,7 @@ def build_parser() -> CliParser:
     p.add_argument("--assets", type=assets_arg, default=ASSETS, help="comma list from BTC,ETH,SOL,XRP")
     p.add_argument("--log-dir", default="logs", help="folder for the CSV logs (default logs/)")
     p.add_argument("--report", metavar="FILE.json", help="write the run's figures as JSON at exit")
+    p.add_argument("--charts", metavar="DIR", help="draw PNG charts of the run into DIR at exit (needs matplotlib)")
     p.add_argument("--fill", choices=("book", "mid"), default="book", help="paper fills: walk the book, or mid")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="also save every N PPO updates, keeping timestamped backups")
@@ -206,6 +207,8 @@ def validate(args: argparse.Namespace) -> Options:
         for suffix in (".safetensors", "_stats.npz"):
             if args.load.endswith(suffix):
                 raise BadInput(f"give --load the model name without extension, e.g. --load {args.load[: -len(suffix)]}")
+    if args.charts:
+        check_charts(args.charts)
     speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
@@ -265,6 +268,36 @@ def check_writable_file(flag: str, path: Path, *, create_folder: bool) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
     except OSError as exc:
         raise BadInput(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
+
+
+def check_charts(folder: str) -> None:
+    """--charts is drawn at the end of the run: fail now, not after hours of training."""
+    from benchmarks.charts import require_matplotlib
+
+    try:
+        require_matplotlib()
+    except ImportError as exc:
+        raise BadInput(f"--charts: {exc}") from None
+    check_writable_folder("--charts", Path(folder), create=True)
+
+
+def draw_charts(report: dict, folder: str) -> list[str]:
+    """The run's charts from its CSV logs; never raising, since the run itself is done and saved."""
+    from benchmarks.charts import NothingToDraw, draw_run
+
+    logs = report.get("logs") or {}
+    if not logs:
+        print("[charts] no CSV logs were written, so there is nothing to draw", file=sys.stderr)
+        return []
+    trades = Path(logs["trades"])
+    name = trades.stem.removeprefix("trades_")
+    try:
+        return [str(p) for p in draw_run(trades, Path(logs["updates"]), Path(folder), name)]
+    except NothingToDraw as exc:
+        print(f"[charts] {exc}", file=sys.stderr)
+    except (OSError, ValueError) as exc:
+        print(f"[charts] could not draw the charts into {folder}: {exc}", file=sys.stderr)
+    return []
 
 
 def build_strategy(opts: Options):
@@ -402,6 +435,13 @@ def clock_from_env():
     return RealClock.from_origins(wall_origin=wall_origin, sim_origin=sim_origin, speed=speed)
 
 
+def print_window(snap: dict) -> None:
+    """--no-tui: one line per resolved window, flushed so `tee` and log files see it at once."""
+    from engine.dashboard import window_line
+
+    print(window_line(snap), flush=True)
+
+
 def save_model(strategy, name: str) -> bool:
     """Save, never raising: a failed save keeps the previous checkpoint and says so."""
     from persistence import CheckpointError
@@ -420,7 +460,7 @@ def save_model(strategy, name: str) -> bool:
 
 async def run(opts: Options) -> int:
     from engine.engine import Engine, EngineConfig
-    from engine.report import format_summary
+    from engine.report import format_outputs, format_summary
     from streamers.market_data import MarketData
 
     args = opts.args
@@ -465,6 +505,7 @@ async def run(opts: Options) -> int:
                 source_name=args.source,
                 strategy_name=args.strategy,
                 live_console=not args.no_tui,
+                on_window=print_window if args.no_tui else None,
             )
             engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg, broker=broker)
             loop = asyncio.get_running_loop()
@@ -487,19 +528,24 @@ async def run(opts: Options) -> int:
     finally:
         if opts.save_name is not None:
             saved = save_model(strategy, opts.save_name)
-            if saved:
+            if saved and report is None:  # otherwise the summary's list of outputs names it
                 print(f"[rl] model saved to {opts.save_name}.safetensors + {opts.save_name}_stats.npz")
     code = EXIT_OK
     if report is not None:
         report["model_saved"] = opts.save_name if saved else None
+        report["model_loaded"] = args.load
+        report["recording"] = args.record
         report["data_source"] = source_header(opts)
         print(format_summary(report))
+        if args.charts:
+            report["charts"] = draw_charts(report, args.charts)
         if args.report:
             try:
                 Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
             except OSError as exc:
                 print(f"updown: cannot write the report {args.report}: {exc.strerror or exc}", file=sys.stderr)
                 code = EXIT_RUNTIME
+        print(format_outputs(report, args.report if code == EXIT_OK else None))
         if report["output_error"]:
             print(f"updown: stopped: {report['output_error']}", file=sys.stderr)
             code = EXIT_RUNTIME

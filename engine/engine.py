@@ -25,6 +25,7 @@ from typing import Any
 
 from engine.broker import PaperBroker
 from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, Position, TradeRecord, settle
+from engine.progress import Series, run_progress
 from engine.report import RunStats, build_report
 from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
@@ -64,6 +65,7 @@ class EngineConfig:
     source_name: str = ""
     strategy_name: str = ""
     live_console: bool = False  # show the rich dashboard while running
+    on_window: Callable[[dict], None] | None = None  # called with snapshot() each time a window resolves
     settle_grace_seconds: float = 60.0  # wait this long for an outcome before closing at the book
 
 
@@ -75,6 +77,7 @@ class _Market:
     position: Position | None = None
     price_to_beat: float | None = None
     acted: bool = False  # passed to act_batch at least once, so the strategy knows it
+    state: MarketState | None = None  # the last state decided on (the dashboard's fair value)
     trades: int = 0
     pnl: float = 0.0
     fees: float = 0.0
@@ -116,6 +119,11 @@ class Engine:
         self._last_update: dict | None = None
         self._pump_error: BaseException | None = None
         self.skipped_ticks = 0
+        # the dashboard's histories, bounded however long the run
+        self._equity = Series()
+        self._entropy = Series()
+        self._explained = Series()
+        self._recent_trades: deque[dict] = deque(maxlen=8)
 
     # ---- public API -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -192,14 +200,25 @@ class Engine:
         now = self.clock.now()
         wall = max(1e-9, time.perf_counter() - self._wall_start)
         markets = []
+        current: tuple[float, float] | None = None
         for m in self._order:
+            if current is None or m.info.end < current[1]:
+                current = (m.info.start, m.info.end)
             if not m.info.start <= now < m.info.end + self.cfg.settle_grace_seconds:
                 continue
             book = self.md.book(m.info.token_up)
             pos = m.position
+            state = m.state
+            known = state is not None and state.index_z() is not None  # index and its open price both seen
+            fair = state.fair_up() if known else None
             markets.append({
                 "asset": m.info.asset,
+                "start": m.info.start,
                 "seconds_left": max(0.0, m.info.end - now),
+                "window_seconds": m.info.end - m.info.start,
+                "fair": fair,
+                "index_change": state.index_price / state.price_to_beat - 1.0 if known else None,
+                "mid": m.prob,
                 "bid": book.best_bid if book is not None else None,
                 "ask": book.best_ask if book is not None else None,
                 "side": pos.side if pos else None,
@@ -208,8 +227,11 @@ class Engine:
             })
         return {
             "clock": now,
+            "started": bool(self._last_feed),  # a frame has arrived: the clock means something
             "strategy": self.cfg.strategy_name or getattr(self.strategy, "name", ""),
             "source": self.cfg.source_name,
+            "training": self.cfg.train,
+            "assets": self.assets,
             "pnl": self.stats.pnl,
             "fees": self.stats.fees,
             "trades": self.stats.trades,
@@ -218,6 +240,15 @@ class Engine:
             "decisions_per_second": self.stats.decisions / wall,
             "markets": markets,
             "last_update": self._last_update,
+            "updates": self.stats.updates,
+            "progress": run_progress(
+                windows=self.stats.windows, max_windows=self.cfg.max_windows, duration=self.cfg.duration,
+                started_at=self._start_time if self._last_feed else None, now=now, current_window=current,
+                wall_seconds=wall,
+            ),
+            "equity": self._equity.values(),
+            "recent_trades": list(self._recent_trades),
+            "learning": {"entropy": self._entropy.values(), "explained_variance": self._explained.values()},
         }
 
     # ---- loops ------------------------------------------------------------------------------
@@ -354,6 +385,7 @@ class Engine:
                 info, now, up_book, down_book, futures, md.chainlink_price(info.asset), ptb,
                 self._index_vol[info.asset].per_sqrt_second, m.position, m.prob, m.probs,
             )
+            m.state = state
             batch.append((m, state, up_book, down_book))
         self.stats.stale_seconds += stale * self.cfg.tick_seconds
 
@@ -384,6 +416,8 @@ class Engine:
         for metrics in self.strategy.pop_updates():
             self.stats.updates += 1
             self._last_update = metrics
+            self._entropy.append(float(metrics.get("entropy", math.nan)))
+            self._explained.append(float(metrics.get("explained_variance", math.nan)))
             if self.logs is not None:
                 self.logs.write_update(now, metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
             every = self.cfg.checkpoint_every
@@ -487,6 +521,8 @@ class Engine:
             self._window_pending.pop(m.info.start, None)
             if outcome != "shutdown":
                 self.stats.windows += 1
+                if self.cfg.on_window is not None:
+                    self.cfg.on_window(self.snapshot())
         else:
             self._window_pending[m.info.start] = pending
 
@@ -495,6 +531,12 @@ class Engine:
         m.trades += 1
         m.pnl += record.pnl
         m.fees += record.fee
+        self._equity.append(self.stats.pnl)
+        self._recent_trades.append({
+            "time": record.timestamp, "asset": record.asset, "side": record.side,
+            "entry": record.entry_price, "exit": record.exit_price, "pnl": record.pnl,
+            "reason": record.exit_reason,
+        })
         if self.logs is not None:
             self.logs.write_trade(record)
 

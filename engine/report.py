@@ -98,6 +98,27 @@ def format_summary(report: dict) -> str:
     ]
     if report.get("updates"):
         lines.append(f"PPO updates {report['updates']}")
-    if report.get("logs"):
-        lines.append(f"logs: {'  '.join(report['logs'].values())}")
+    return "\n".join(lines)
+
+
+def format_outputs(report: dict, report_file: str | None = None) -> str:
+    """Where the run's files went: the model loaded and saved, the logs, the report, the recording, charts."""
+    lines = []
+    if report.get("model_loaded"):
+        name = report["model_loaded"]
+        lines.append(f"model loaded  {name}.safetensors + {name}_stats.npz")
+    if report.get("model_saved"):
+        name = report["model_saved"]
+        lines.append(f"model saved   {name}.safetensors + {name}_stats.npz")
+    elif report.get("model_loaded"):
+        lines.append("model saved   no (inference never writes the model; --train learns and saves)")
+    logs = report.get("logs") or {}
+    files = [
+        ("logs", [logs[k] for k in ("trades", "updates", "episodes") if k in logs]),
+        ("report", [report_file] if report_file else []),
+        ("recording", [report["recording"]] if report.get("recording") else []),
+        ("charts", report.get("charts") or []),
+    ]
+    for label, paths in files:  # one path a line: each can be copied as it stands
+        lines += [f"{label if i == 0 else '':<14}{path}" for i, path in enumerate(paths)]
     return "\n".join(lines)

@@ -27,7 +27,6 @@ from sim.model import (
     RandomPool,
     Seasonality,
     UpBook,
-    digital_fair,
 )
 from sim.profiles import SimProfile, load_profile
 from streamers.frames import (
@@ -445,11 +444,10 @@ class SimMarket:
             else:
                 left = meta.end - s
                 seen = s - min(mk.lag, 1 + int(model.final_lag_per_s * left))  # the index second it quotes on
-                var = path.remaining_variance(
-                    seen, meta.end - seen, self._season.remaining_from(seen - meta.start),
+                fair = path.up_probability(
+                    seen, mk.strike, meta.end - seen, self._season.remaining_from(seen - meta.start),
                     model.maker_vol_scale, model.maker_prices_jumps,
                 )
-                fair = digital_fair(path.price(seen), mk.strike, math.sqrt(var), 1.0)
             self._quote(mk, fair, s + r_lo + (r_hi - r_lo) * pool.uniform(), out)
             if pool.uniform() < model.last_trade_prob:
                 self._last_trade(mk, s + pool.uniform(), pool, out)

@@ -74,7 +74,7 @@ class ModelParams:
     final_lag_per_s: float = 0.05  # in the last minute the maker speeds up: lag <= 1 + this * seconds left
     maker_reaction_s: tuple[float, float] = (0.05, 0.95)  # the quote for second s appears at s + U(lo, hi)
     maker_vol_scale: float = 1.0  # the maker's vol is the diffusion vol times this
-    maker_prices_jumps: bool = False  # the maker's variance also counts the jumps still to come
+    maker_prices_jumps: bool = False  # the maker also prices the chance of a jump before the end
     quote_noise_std: float = 0.15  # stationary std of the quoting noise, in logit units
     quote_noise_half_life_s: float = 60.0
     requote_threshold: float = 0.0085  # the maker moves only when its target drifts this far from the mid
@@ -254,11 +254,19 @@ class AssetPath:
         self.sigmas.extend(sig.tolist())
         self.bases.extend(basis.tolist())
 
-    def remaining_variance(self, sec: int, seconds_left: float, season_remaining: float, vol_scale: float,
-                           with_jumps: bool) -> float:
-        """The log-variance still to come to the window end as the maker prices it."""
+    def up_probability(
+        self, sec: int, strike: float, seconds_left: float, season_remaining: float, vol_scale: float, jumps: bool
+    ) -> float:
+        """P(index at the window end >= strike) from second `sec`, as the maker prices it: the diffusion
+        still to come (current regime vol x `vol_scale`, seasonal shape) and, with `jumps`, the chance of
+        a jump before the end (at most one: a mixture of the two digitals)."""
+        price = self.prices[sec - self.base]
         var = (self.sigmas[sec - self.base] * vol_scale) ** 2 * season_remaining
-        return var + self.jump_var_per_s * seconds_left if with_jumps else var
+        p = digital_fair(price, strike, math.sqrt(var), 1.0)
+        if not jumps or seconds_left <= 0.0:
+            return p
+        q = 1.0 - math.exp(-self.model.jump_rate_per_s * seconds_left)
+        return (1.0 - q) * p + q * digital_fair(price, strike, math.sqrt(var + self._jump_std**2), 1.0)
 
 
 def digital_fair(price: float, strike: float, sigma: float, tau: float) -> float:

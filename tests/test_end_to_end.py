@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parents[1]
-WALL_FIELDS = {"wall_seconds", "decisions_per_second", "logs"}
+WALL_FIELDS = {"wall_seconds", "decisions_per_second", "logs", "recording"}  # and where the files went
 UPDATE_COLUMNS = [
     "timestamp", "update_num", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
     "explained_variance", "buffer_avg_reward", "buffer_win_rate", "cumulative_pnl", "cumulative_trades",
