@@ -65,6 +65,16 @@ def discount_arg(text: str) -> float:
     return value
 
 
+def latency_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite latency of 0 ms or more, got {text}")
+    return value
+
+
 def speed_arg(text: str) -> float | str:
     return "max" if text == "max" else positive_float(text)
 
@@ -105,6 +115,11 @@ def build_parser() -> CliParser:
     p.add_argument("--report", metavar="FILE.json", help="write the run's figures as JSON at exit")
     p.add_argument("--charts", metavar="DIR", help="draw PNG charts of the run into DIR at exit (needs matplotlib)")
     p.add_argument("--fill", choices=("book", "mid"), default="book", help="paper fills: walk the book, or mid")
+    p.add_argument("--latency-ms", type=latency_arg, default=None, metavar="MS",
+                   help="paper orders fill against the book MS after the decision (default 300: the venue's "
+                        "~250 ms taker delay plus network; 0 fills at once)")
+    p.add_argument("--max-slippage", type=positive_float, default=0.05, metavar="PRICE",
+                   help="how far past the best price an order's limit may go, live or delayed paper (default 0.05)")
     p.add_argument("--checkpoint-every", type=positive_int, default=None, metavar="N",
                    help="also save every N PPO updates, keeping timestamped backups")
     p.add_argument("--keep-backups", type=positive_int, default=5, metavar="K",
@@ -122,8 +137,6 @@ def build_parser() -> CliParser:
                       help="required with --live: stop opening positions once entries have committed this much")
     live.add_argument("--max-order-dollars", type=positive_float, default=None, metavar="USD",
                       help="cap per order (default: the position size, --size x 0.5)")
-    live.add_argument("--max-slippage", type=positive_float, default=0.05, metavar="PRICE",
-                      help="how far past the best price an order's limit may go (default 0.05)")
     live.add_argument("--order-type", choices=("FAK", "FOK"), default="FAK",
                       help="FAK fills what it can and cancels the rest (default); FOK all or nothing")
     return p
@@ -169,10 +182,12 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput("--live needs --max-total-dollars USD, the most this run may commit to entries")
         if args.fill != "book":
             raise BadInput("--fill chooses how paper orders fill; with --live the venue fills them")
-        if args.max_slippage >= 1:
-            raise BadInput("--max-slippage is a price distance below 1 (e.g. 0.05)")
+        if args.latency_ms is not None:
+            raise BadInput("--latency-ms delays paper fills; with --live the venue supplies the real latency")
     elif args.max_total_dollars is not None or args.max_order_dollars is not None:
         raise BadInput("--max-total-dollars and --max-order-dollars apply only with --live")
+    if args.max_slippage >= 1:
+        raise BadInput("--max-slippage is a price distance below 1 (e.g. 0.05)")
     if args.sim_faults and args.source != "sim":
         raise BadInput("--sim-faults applies only to --source sim")
     if args.sim_faults and args.speed in (None, "max"):
@@ -493,6 +508,8 @@ async def run(opts: Options) -> int:
             cfg = EngineConfig(
                 size=args.size,
                 fill=args.fill,
+                latency_ms=EngineConfig.latency_ms if args.latency_ms is None else args.latency_ms,
+                max_slippage=args.max_slippage,
                 max_windows=args.markets,
                 duration=args.duration,
                 assets=args.assets,

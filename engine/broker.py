@@ -1,11 +1,18 @@
 """Paper broker: fills orders against the real Polymarket book the way the venue would.
 
 `fill="book"` (default): taker orders walk the book level by level at the resting prices, pay the
-market's taker fee `C * rate * p * (1 - p)` per level (rounded to 5 decimals; taken in shares on buys,
-in USDC on sells), respect the tick grid (a limit price must lie in [tick, 1 - tick]) and the minimum
+market's taker fee `C x rate x (p(1-p))^exponent` per level (core.fees, rounded to 5 decimals) as CLOB
+V2 charges it: on a buy in USDC on top of the fill, every bought share delivered; on a sale out of the
+proceeds. Orders respect the tick grid (a limit price must lie in [tick, 1 - tick]) and the minimum
 order size, and cannot reuse liquidity another order took in the same tick.
 `fill="mid"`: the reference project's paper assumption (fill at the token's mid, no fee, no depth or
 size limits), kept only to compare numbers.
+
+The engine delays paper orders (`--latency-ms`): an order decided at t reaches this broker with the
+books as they stand at t + latency. A delayed book order carries the limit the live broker would send,
+`max_slippage` past the best price at the decision (`order_limit`), and takes only the levels within
+it (`within_limit`); a book that moved wholly past the limit leaves the order unfilled (counted by the
+engine). At latency 0 orders fill within the tick, uncapped, as before.
 
 Documented choices:
 - A buy whose filled shares fall below the market's minimum size is skipped (counted), never faked.
@@ -39,10 +46,10 @@ class Book(Protocol):
 
 @dataclass(slots=True)
 class Fill:
-    shares: float  # gross shares traded
-    net_shares: float  # shares received on a buy (gross minus fee/p per level); shares delivered on a sale
-    cash: float  # dollars paid (buy) or received before the fee (sale)
-    fee: float  # USDC value of the taker fee
+    shares: float  # shares traded
+    net_shares: float  # shares delivered: all of them where the fee is paid in USDC (paper, CLOB V2)
+    cash: float  # USDC paid for the shares (buy, the fee on top) or received before the fee (sale)
+    fee: float  # USDC paid in taker fees
     avg_price: float
     limit_price: float  # the order's limit on the tick grid (worst price it may take)
 
@@ -92,6 +99,59 @@ def _mid(book: Book | None) -> float | None:
     return (book.bids[0][0] + book.asks[0][0]) / 2.0
 
 
+def order_side(action: Action, position: Position | None) -> tuple[str, bool] | None:
+    """The order an action sends under the position rules: (the side of the token, True for a buy), or
+    None when it sends none. BUY opens UP or closes DOWN, SELL opens DOWN or closes UP; BUY while long
+    UP, SELL while long DOWN (no pyramiding) and HOLD send nothing."""
+    if action == Action.HOLD:
+        return None
+    if position is None:
+        return (UP if action == Action.BUY else DOWN), True
+    if (action == Action.BUY) == (position.side == DOWN):
+        return position.side, False
+    return None
+
+
+def order_limit(book: Book | None, buying: bool, tick: float, max_slippage: float) -> float | None:
+    """The limit the live broker sends: `max_slippage` past the touch on the tick grid, inside
+    [tick, 1 - tick]; None when the side the order needs is empty."""
+    levels = (book.asks if buying else book.bids) if book is not None else None
+    if not levels:
+        return None
+    tick = book.tick_size or tick
+    if buying:
+        return min(1.0 - tick, ceil_to_tick(levels[0][0] + max_slippage, tick))
+    return max(tick, floor_to_tick(levels[0][0] - max_slippage, tick))
+
+
+@dataclass(slots=True)
+class LimitedBook:
+    """The part of a book a limit order may take: one side cut at the limit, the other as it is."""
+
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    tick_size: float
+    updated_at: float
+
+
+def within_limit(book: Book, buying: bool, limit: float) -> Book | None:
+    """`book` without the levels past `limit` on the side an order takes (asks above a buy's limit,
+    bids below a sale's); None when that side has levels and none reaches the limit. An empty side
+    comes back as it is, for the broker to count."""
+    levels = book.asks if buying else book.bids
+    if buying:
+        reachable = [lv for lv in levels if lv[0] <= limit + _EPS]
+    else:
+        reachable = [lv for lv in levels if lv[0] >= limit - _EPS]
+    if not levels or len(reachable) == len(levels):
+        return book
+    if not reachable:
+        return None
+    if buying:
+        return LimitedBook(book.bids, reachable, book.tick_size, book.updated_at)
+    return LimitedBook(reachable, book.asks, book.tick_size, book.updated_at)
+
+
 @dataclass(slots=True)
 class _Consumed:
     stamp: float
@@ -125,13 +185,13 @@ class PositionRules:
         prob: float,
         underlying_change: float,
     ) -> Execution:
-        """Apply one action with the position rules: BUY opens UP or closes DOWN, SELL opens DOWN or
-        closes UP; BUY while long UP, SELL while long DOWN and HOLD do nothing. A sale that trades
-        nothing keeps the position (the next exit decision tries again)."""
-        if action == Action.HOLD:
+        """Apply one action with the position rules (`order_side`). A sale that trades nothing keeps the
+        position (the next exit decision tries again)."""
+        order = order_side(action, position)
+        if order is None:
             return Execution(position)
-        if position is None:
-            side = UP if action == Action.BUY else DOWN
+        side, buying = order
+        if buying:
             token = info.token_up if side == UP else info.token_down
             fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
             if fill is None:
@@ -150,12 +210,8 @@ class PositionRules:
                 prob_at_entry=prob,
             )
             return Execution(opened, opened=True)
-        closes = (action == Action.BUY and position.side == DOWN) or (
-            action == Action.SELL and position.side == UP
-        )
-        if not closes:
-            return Execution(position)
-        book = up_book if position.side == UP else down_book
+        assert position is not None  # order_side closes only a held position
+        book = up_book if side == UP else down_book
         fill = self.sell(position.token_id, book, position.shares, info)
         if fill is None:
             return Execution(position)
@@ -197,7 +253,8 @@ class PaperBroker(PositionRules):
         return used.by_price
 
     def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
-        """Spend up to `dollars` on `token_id` taking asks; None (counted) when nothing may trade."""
+        """Spend up to `dollars` on shares of `token_id` taking asks, the fee on top; None (counted) when
+        nothing may trade."""
         if self.fill == "mid":
             mid = _mid(book)
             if mid is None or mid <= 0.0:
@@ -233,14 +290,12 @@ class PaperBroker(PositionRules):
         if gross + _EPS < info.min_size:
             self.skipped.below_min_size += 1
             return None
-        cash = fee = net = 0.0
+        cash = fee = 0.0
         for price, qty in plan:
-            level_fee = taker_fee(qty, price, info.fee_rate)
             taken[price] = taken.get(price, 0.0) + qty
             cash += qty * price
-            fee += level_fee
-            net += qty - level_fee / price  # the fee is collected in shares on buys
-        return Fill(gross, net, cash, round(fee, 5), cash / gross, limit)
+            fee += taker_fee(qty, price, info.fee_rate, info.fee_exponent)
+        return Fill(gross, gross, cash, round(fee, 5), cash / gross, limit)
 
     def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
         """Sell `shares` of `token_id` into its bids; may fill partially; None (counted) when it cannot trade."""
@@ -274,7 +329,7 @@ class PaperBroker(PositionRules):
                 continue
             taken[price] = taken.get(price, 0.0) + qty
             cash += qty * price
-            fee += taker_fee(qty, price, info.fee_rate)
+            fee += taker_fee(qty, price, info.fee_rate, info.fee_exponent)
             remaining = round(remaining - qty, 6)
             limit = level_limit
         sold = round(order - remaining, 6)

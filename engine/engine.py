@@ -1,12 +1,18 @@
 """The trading engine: frames in, ticks every 0.5 s of clock time, one batched decision per tick.
 
 A tick, for all active markets at once: (1) settle markets whose window ended; (2) build the
-MarketState of every market with fresh data; (3) one `strategy.act_batch`; (4) execute through the
-paper broker; (5) `strategy.record` per market, PPO update rows, checkpoints.
+MarketState of every market with fresh data and no order in flight; (3) one `strategy.act_batch`;
+(4) send the orders; (5) `strategy.record` per market, PPO update rows, checkpoints.
 
-Virtual sources (sim/replay at max speed) drive a VirtualClock: every tick T < t runs before the frame
-at time t is applied. Real-time sources are pumped into a queue while the loop wakes on tick times, so
-ticks happen on time even when no frame arrives.
+Paper orders are delayed: an order decided at tick time t fills against the book as it stands at
+t + `latency_ms` (the venue holds API taker orders on crypto markets ~250 ms, plus network), and the
+decision's `record` comes after that fill. With `latency_ms = 0`, or a broker that blocks on a real
+venue (which supplies the real latency), orders execute within the tick.
+
+Virtual sources (sim/replay at max speed) drive a VirtualClock: every tick and every fill due at a
+time T < t runs, in time order, before the frame at time t is applied (a fill due at a tick's time
+runs first). Real-time sources are pumped into a queue while the loop wakes on tick times and fill
+due times, so both happen on time even when no frame arrives.
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from engine.broker import PaperBroker
-from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, Position, TradeRecord, settle
+from engine.broker import PaperBroker, order_limit, order_side, within_limit
+from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, UP, Position, TradeRecord, settle
 from engine.progress import Series, run_progress
 from engine.report import RunStats, build_report
 from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
@@ -67,6 +73,24 @@ class EngineConfig:
     live_console: bool = False  # show the rich dashboard while running
     on_window: Callable[[dict], None] | None = None  # called with snapshot() each time a window resolves
     settle_grace_seconds: float = 60.0  # wait this long for an outcome before closing at the book
+    latency_ms: float = 300.0  # paper orders fill against the book this long after the decision (0: at once)
+    max_slippage: float = 0.05  # a delayed book order's limit: this far past the decision's best price
+
+
+@dataclass(slots=True)
+class DelaySkips:
+    """Delayed paper orders that did not fill, by reason (reported beside the broker's counts)."""
+
+    past_limit: int = 0  # the book moved past the order's limit before the order reached it
+    window_closed: int = 0  # due at or after its market's window end: the venue no longer matches it
+    cancelled_at_stop: int = 0  # still in flight when the run stopped
+
+    def to_dict(self) -> dict:
+        return {
+            "past_limit": self.past_limit,
+            "window_closed": self.window_closed,
+            "cancelled_at_stop": self.cancelled_at_stop,
+        }
 
 
 @dataclass(slots=True)
@@ -78,6 +102,7 @@ class _Market:
     price_to_beat: float | None = None
     acted: bool = False  # passed to act_batch at least once, so the strategy knows it
     state: MarketState | None = None  # the last state decided on (the dashboard's fair value)
+    order: _Order | None = None  # a delayed paper order in flight
     trades: int = 0
     pnl: float = 0.0
     fees: float = 0.0
@@ -86,6 +111,18 @@ class _Market:
     @property
     def key(self) -> tuple[int, str, str]:
         return (self.info.start, self.info.asset, self.info.condition_id)
+
+
+@dataclass(slots=True, eq=False)
+class _Order:
+    """A paper order decided at one tick and due to fill `latency` later."""
+
+    market: _Market
+    action: Action
+    due: float  # clock time it reaches the book
+    side: str  # UP or DOWN: the token it trades
+    buying: bool
+    limit: float | None  # worst price it may take (book fills); None: no limit (mid fills)
 
 
 class Engine:
@@ -102,6 +139,12 @@ class Engine:
         # a broker whose calls block on the network (live orders) runs them in a worker thread, one at a
         # time, so the event loop keeps reading the feeds; frames are only applied between ticks either way
         self._blocking_broker = bool(getattr(self.broker, "blocking", False))
+        if not cfg.latency_ms >= 0.0:
+            raise ValueError(f"latency_ms must be 0 or more, got {cfg.latency_ms}")
+        # the live venue supplies the real latency; paper orders get the configured one
+        self._latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
+        self._in_flight: deque[_Order] = deque()  # in due order: the latency is the same for every order
+        self.delay_skips = DelaySkips()
         self.stats = RunStats()
         self.logs: RunLogs | None = None
         self._markets: dict[str, _Market] = {}
@@ -176,8 +219,9 @@ class Engine:
             unknown=int(getattr(self.md, "unknown", 0)),
             bad_lines=int(getattr(self.source, "bad_lines", 0)),
             reconnects=_count(getattr(self.source, "reconnects", 0)),
-            skipped=self.broker.skipped.to_dict(),
+            skipped={**self.broker.skipped.to_dict(), **self.delay_skips.to_dict()},
             assets=self.assets,
+            latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
         )
         report["skipped_ticks"] = self.skipped_ticks
         report["output_error"] = self.output_error()
@@ -260,6 +304,7 @@ class Engine:
         recorder = self.cfg.recorder
         advance = self.clock.advance
         apply = self._apply
+        in_flight = self._in_flight
         async for frame in self.source.frames():
             if self._stop:
                 break
@@ -269,8 +314,14 @@ class Engine:
             if k is None:
                 k = math.ceil(t / step)
                 self._start_time = t
-            while k * step < t:
+            # ticks and fills due before this frame, in time order; a fill due at a tick's time goes first
+            while k * step < t or (in_flight and in_flight[0].due < t):
                 tick_time = k * step
+                if in_flight and in_flight[0].due <= tick_time:
+                    due = in_flight[0].due
+                    advance(due)
+                    await self._fill_due(due)
+                    continue
                 advance(tick_time)
                 await self._tick(tick_time)
                 k += 1
@@ -292,6 +343,10 @@ class Engine:
             while not self._stop:
                 tick_time = k * step
                 now = self.clock.now()
+                due = self._in_flight[0].due if self._in_flight else math.inf
+                if due <= tick_time and now >= due:
+                    await self._fill_due(due)
+                    continue
                 if now >= tick_time:
                     behind = int((now - tick_time) / step)
                     if behind > _MAX_TICK_LAG:
@@ -307,7 +362,8 @@ class Engine:
                     item = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     try:
-                        item = await asyncio.wait_for(queue.get(), timeout=self.clock.seconds_until(tick_time))
+                        wake = min(tick_time, due)
+                        item = await asyncio.wait_for(queue.get(), timeout=self.clock.seconds_until(wake))
                     except TimeoutError:
                         continue
                 if item is _END:
@@ -369,6 +425,8 @@ class Engine:
             if up_book is not None:
                 m.prob = book_prob(up_book, m.prob)
                 m.probs.append(m.prob)
+            if m.order is not None:
+                continue  # its order is in flight: no new decision until it fills or fails
             futures = md.futures(info.asset)
             fut_at = getattr(futures, "updated_at", None)
             if (
@@ -389,28 +447,110 @@ class Engine:
             batch.append((m, state, up_book, down_book))
         self.stats.stale_seconds += stale * self.cfg.tick_seconds
 
-        # (3) one batched decision, (4) execution, (5) rewards
+        # (3) one batched decision, (4) orders, (5) rewards (a delayed order's at its fill)
         if batch:
             actions = self.strategy.act_batch([b[1] for b in batch])
             self.stats.decisions += len(batch)
-            dollars = self.cfg.size * 0.5
             for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
+                m.acted = True
                 reward = 0.0
                 if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
-                    result = await self._broker_call(
-                        self.broker.execute,
-                        Action(int(action)), m.info, m.position, up_book, down_book, dollars, now, m.prob,
-                        self._underlying_change(m, state.index_price),
-                    )
-                    if result.opened and result.position is not None:
-                        m.exposure += result.position.cost
-                    if result.record is not None:
-                        reward = result.record.pnl
-                        self._book_trade(m, result.record)
-                    m.position = result.position
-                m.acted = True
+                    if self._latency > 0.0:
+                        if self._send(m, Action(int(action)), up_book, down_book, now):
+                            continue
+                    else:
+                        reward = await self._execute(
+                            m, Action(int(action)), up_book, down_book, now, m.prob,
+                            self._underlying_change(m, state.index_price),
+                        )
                 self.strategy.record(m.info.condition_id, reward)
         self._drain_updates(now)
+
+    async def _execute(
+        self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float, prob: float, change: float
+    ) -> float:
+        """Execute one action through the broker and book what it did; returns the PnL it realized."""
+        result = await self._broker_call(
+            self.broker.execute,
+            action, m.info, m.position, up_book, down_book, self.cfg.size * 0.5, now, prob, change,
+        )
+        if result.opened and result.position is not None:
+            m.exposure += result.position.cost
+        m.position = result.position
+        if result.record is None:
+            return 0.0
+        self._book_trade(m, result.record)
+        return result.record.pnl
+
+    # ---- delayed paper orders ---------------------------------------------------------------
+    def _send(self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float) -> bool:
+        """Put the action's order in flight; False when it sends none (its reward, 0, is recorded now).
+
+        A book order carries the live broker's limit, `max_slippage` past the best price at the
+        decision, so a delayed buy cannot walk arbitrarily far past the price it decided on; an
+        order whose side of the book is empty at the decision is not sent (counted, like the live broker).
+        """
+        order = order_side(action, m.position)
+        if order is None:
+            return False
+        side, buying = order
+        limit = None
+        if self.cfg.fill == "book":
+            book = up_book if side == UP else down_book
+            limit = order_limit(book, buying, m.info.tick_size, self.cfg.max_slippage)
+            if limit is None:
+                self.broker.skipped.empty_book += 1
+                return False
+        m.order = _Order(m, action, now + self._latency, side, buying, limit)
+        self._in_flight.append(m.order)
+        return True
+
+    async def _fill_due(self, due: float) -> None:
+        """Fill every order due at or before `due` against the book as it stands now, then record."""
+        in_flight = self._in_flight
+        while in_flight and in_flight[0].due <= due:
+            order = in_flight.popleft()
+            m = order.market
+            m.order = None
+            if order.due >= m.info.end:
+                self.delay_skips.window_closed += 1
+                reward = 0.0
+            else:
+                reward = await self._fill(order)
+            self.strategy.record(m.info.condition_id, reward)
+
+    async def _fill(self, order: _Order) -> float:
+        m = order.market
+        md = self.md
+        up_book = _trusted(md.book(m.info.token_up))
+        down_book = _trusted(md.book(m.info.token_down))
+        prob = book_prob(up_book, m.prob)
+        if order.limit is not None:
+            book = up_book if order.side == UP else down_book
+            if book is not None:
+                book = within_limit(book, order.buying, order.limit)
+                if book is None:
+                    self.delay_skips.past_limit += 1
+                    return 0.0
+                if order.side == UP:
+                    up_book = book
+                else:
+                    down_book = book
+        change = self._underlying_change(m, md.chainlink_price(m.info.asset))
+        return await self._execute(m, order.action, up_book, down_book, order.due, prob, change)
+
+    def _cancel_order(self, m: _Market, stopping: bool) -> None:
+        """A market finishing with an order in flight: the order never fills; its decision gets reward 0."""
+        order = m.order
+        if order is None:
+            return
+        m.order = None
+        self._in_flight.remove(order)
+        if stopping:
+            self.delay_skips.cancelled_at_stop += 1
+        else:
+            self.delay_skips.window_closed += 1
+        self.strategy.record(m.info.condition_id, 0.0)
 
     def _drain_updates(self, now: float) -> None:
         for metrics in self.strategy.pop_updates():
@@ -504,6 +644,7 @@ class Engine:
 
     def _finish_market(self, m: _Market, outcome: str, final_pnl: float) -> None:
         cid = m.info.condition_id
+        self._cancel_order(m, stopping=outcome == "shutdown")
         if m.acted:
             self.strategy.end_market(cid, final_pnl)
         if self.logs is not None:

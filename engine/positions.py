@@ -1,8 +1,9 @@
 """Open positions and the closed-trade records the trades CSV is written from.
 
-Money is cash-flow based: a buy debits the dollars walked (`cost`) and, because the taker fee is
-collected in shares, credits fewer shares; a sale credits proceeds minus its USDC fee; settlement
-pays 1 or 0 per share. Realized PnL = cash in - cash out, so `fee` in a record is informational.
+Money is cash-flow based, with fees as CLOB V2 charges them: a buy debits the dollars walked for the
+shares (`cost`) plus its taker fee in USDC (`entry_fee`) and delivers every share bought; a sale
+credits proceeds minus its USDC fee; settlement pays 1 or 0 per share. Realized PnL = proceeds - sell
+fee - cost - entry fee, so a record's `fee` (entry fee share + sell fee) is already in its `pnl`.
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ class Position:
     asset: str
     side: str  # UP or DOWN
     token_id: str
-    shares: float  # shares held, net of the buy fee
-    cost: float  # dollars paid for the shares still held
-    entry_fee: float  # USDC value of the buy fee for the shares still held
-    entry_price: float  # average price paid per gross share
+    shares: float  # shares held: every share bought (the buy fee was paid in USDC)
+    cost: float  # USDC paid for the shares still held, without the fee
+    entry_fee: float  # USDC buy fee of the shares still held
+    entry_price: float  # average price paid per share (cost / shares)
     entry_time: float
     time_remaining_at_entry: float  # seconds left in the window at entry
     prob_at_entry: float  # UP mid at entry
@@ -39,8 +40,8 @@ class Position:
         return 1.0 if self.side == UP else -1.0
 
     def value_at(self, price: float) -> float:
-        """Unrealized PnL in dollars if the held token were worth `price`."""
-        return self.shares * price - self.cost
+        """Unrealized PnL in dollars if the held token were worth `price` (the buy fee is spent)."""
+        return self.shares * price - self.cost - self.entry_fee
 
 
 @dataclass(slots=True)
@@ -54,9 +55,9 @@ class TradeRecord:
     side: str
     entry_price: float
     exit_price: float
-    size: float  # dollars paid for the shares this record closes
+    size: float  # USDC paid for the shares this record closes, without the fee (= shares x entry_price)
     shares: float
-    fee: float  # USDC: buy fee share + sell fee
+    fee: float  # USDC paid in fees: the closed shares' part of the buy fee + the sell fee
     pnl: float
     duration: float  # seconds held
     time_remaining_at_entry: float
@@ -85,7 +86,7 @@ def realize(
     frac = 1.0 if position.shares <= 0 else min(1.0, shares_out / position.shares)
     cost = position.cost * frac
     entry_fee = position.entry_fee * frac
-    pnl = proceeds - sell_fee - cost
+    pnl = proceeds - sell_fee - cost - entry_fee
     position.cost -= cost
     position.entry_fee -= entry_fee
     position.shares = max(0.0, position.shares - shares_out)

@@ -1,4 +1,4 @@
-"""The run report (DESIGN.md schema plus fill mode and skipped orders) and its console summary."""
+"""The run report (DESIGN.md schema plus fill mode, paper latency and skipped orders) and its console summary."""
 
 from __future__ import annotations
 
@@ -48,7 +48,9 @@ def build_report(
     reconnects: int,
     skipped: dict,
     assets: tuple[str, ...],
+    latency_ms: float | None,
 ) -> dict:
+    """`latency_ms`: the delay given to paper fills; None when a live venue filled the orders."""
     return {
         "strategy": strategy,
         "source": source,
@@ -74,6 +76,7 @@ def build_report(
         },
         "model_saved": None,
         "fill": fill,
+        "latency_ms": latency_ms,
         "skipped_orders": skipped,
         "unresolved_closes": stats.unresolved_closes,
         "shutdown_closes": stats.shutdown_closes,
@@ -86,8 +89,10 @@ def format_summary(report: dict) -> str:
     skipped = report.get("skipped_orders", {})
     skipped_total = sum(v for k, v in skipped.items() if k != "dust_shares")
     feed = report.get("feed", {})
+    latency = report.get("latency_ms")
+    latency_text = "" if latency is None else f", latency {latency:g} ms"
     lines = [
-        f"{report.get('strategy')} on {report.get('source')} (fill {report.get('fill')}): "
+        f"{report.get('strategy')} on {report.get('source')} (fill {report.get('fill')}{latency_text}): "
         f"PnL ${report.get('pnl', 0.0):+,.2f} after ${report.get('fees', 0.0):,.2f} fees",
         f"trades {report.get('trades', 0)}  win rate {100 * report.get('win_rate', 0.0):.1f}%  "
         f"windows {report.get('windows', 0)}  decisions {report.get('decisions', 0):,}  "

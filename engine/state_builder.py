@@ -136,6 +136,7 @@ def build_state(
         index_vol=index_vol,
         seconds_left=seconds_left,
         fee_rate=info.fee_rate,
+        fee_exponent=info.fee_exponent,
         prob_history=tuple(probs),
     )
 

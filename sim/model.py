@@ -53,6 +53,7 @@ class ModelParams:
     jump_rate_per_s: float = 1.0 / 5400.0  # mean jump frequency
     season_boost: float = 0.7  # extra vol right after each quarter hour (quarter-hour seasonality) ...
     season_decay_s: float = 200.0  # ... decaying with this time constant; the window's variance is unchanged
+    second_return_df: float = 0.0  # Student-t degrees of freedom of the 1-second diffusion moves (0: normal)
     # what the bot's public feeds show of it
     rtds_delay_s: tuple[float, float] = (0.15, 0.6)  # Chainlink value of second s reaches RTDS at s + U(lo, hi)
     futures_delay_s: tuple[float, float] = (0.0, 0.0)  # per asset and run: Binance trails the index this long
@@ -238,7 +239,11 @@ class AssetPath:
         sig = np.exp(log_vol)
         jumps = (rng.random(n) < m.jump_rate_per_s) * rng.standard_normal(n) * self._jump_std
         season = self._season[np.arange(self.end, self.end + n) % WINDOW]
-        rets = sig * season * rng.standard_normal(n) + jumps
+        if m.second_return_df > 2.0:  # fat-tailed 1-second moves, unit variance
+            eps = rng.standard_t(m.second_return_df, n) * math.sqrt((m.second_return_df - 2.0) / m.second_return_df)
+        else:
+            eps = rng.standard_normal(n)
+        rets = sig * season * eps + jumps
         path = self._last * np.exp(np.cumsum(rets))
         if m.basis_fast_std:
             af = 0.5 ** (1.0 / m.basis_fast_half_life_s)

@@ -139,6 +139,8 @@ def _check(m: ModelParams, where: str) -> None:
                  "quote_noise_std", "requote_threshold", "catch_up_gap", "flow_tilt", "final_lag_per_s"):
         if getattr(m, name) < 0:
             raise ProfileError(f"{where}: {name} must not be negative, got {getattr(m, name)}")
+    if m.second_return_df != 0.0 and m.second_return_df <= 2.0:
+        raise ProfileError(f"{where}: second_return_df must be 0 (normal moves) or above 2, got {m.second_return_df}")
     if m.flow_horizon_s < 1 or m.book_levels < 1 or m.flow_offset_s < -600:
         raise ProfileError(f"{where}: flow_horizon_s and book_levels must be at least 1, flow_offset_s above -600")
 

@@ -10,6 +10,8 @@ from enum import IntEnum
 
 import numpy as np
 
+from core.fees import fee_per_share
+
 FEATURE_NAMES: tuple[str, ...] = (
     # momentum (Binance futures)
     "returns_1m",
@@ -120,7 +122,12 @@ class MarketState:
     index_vol: float = 0.0  # realized volatility of the index per sqrt(second)
     seconds_left: float = 900.0
     fee_rate: float = 0.0
+    fee_exponent: float = 1.0
     prob_history: tuple[float, ...] = ()  # recent UP mids, oldest first (bounded by the engine)
+
+    def fee_per_share(self, price: float) -> float:
+        """The market's taker fee per share at `price` (what a taker adds to an ask or takes off a bid)."""
+        return fee_per_share(price, self.fee_rate, self.fee_exponent)
 
     @property
     def spread_pct(self) -> float:
@@ -143,11 +150,7 @@ class MarketState:
         """The 18 standard features followed by the 7 quote-vs-index features, scaled and clamped."""
         fair = self.fair_up()
         z = self.index_z() or 0.0
-        rate = self.fee_rate
-
-        def fee(price: float) -> float:
-            return rate * price * (1.0 - price)
-
+        fee = self.fee_per_share
         up_bid, up_ask, down_bid, down_ask = self.best_bid, self.best_ask, self.down_bid, self.down_ask
         extra = np.array(
             [
@@ -229,6 +232,9 @@ class Strategy:
     The engine calls, every tick: `act_batch(states)`; then `record(market_id, reward)` for each market
     that acted (reward = PnL realized by that action, 0 if none); and `end_market(market_id, reward)`
     when a window resolves (reward = settlement PnL; the market's last step becomes terminal).
+    A paper order fills `--latency-ms` after its tick: its `record` comes after that fill (or after it
+    failed, with 0), and its market is left out of `act_batch` until then, so every decision gets
+    exactly one `record`, before the market's next decision and before its `end_market`.
     Only learning strategies do anything with rewards; `pop_updates()` returns the metrics of the
     learning updates run since the last call.
     """

@@ -232,11 +232,7 @@ class FairValueStrategy(_PerMarketStrategy):
         p = self.fair_up(state)
         if p is None:
             return Action.HOLD
-        rate = state.fee_rate
-
-        def fee(price: float) -> float:
-            return rate * price * (1.0 - price)
-
+        fee = state.fee_per_share
         if state.position_side > 0:
             bid = state.best_bid
             return Action.SELL if bid > 0.0 and bid - fee(bid) > p else Action.HOLD

@@ -25,6 +25,7 @@ from streamers.frames import FEED_DISCOVERY, WINDOW_SECONDS, Frame, MarketInfo
 log = logging.getLogger(__name__)
 
 DEFAULT_FEE_RATE = 0.07  # crypto taker rate when a fee-enabled market carries no feeSchedule
+DEFAULT_FEE_EXPONENT = 1.0  # crypto fee exponent when the feeSchedule carries none
 DEFAULT_TICK_SIZE = 0.01
 DEFAULT_MIN_SIZE = 5.0
 SLUG_MARKER = "-updown-15m-"
@@ -83,13 +84,17 @@ def _json_field(value: Any, name: str) -> Any:
     return value
 
 
-def _fee_rate(market: dict) -> float:
-    if market.get("feesEnabled") is False:
-        return 0.0
+def _fee_schedule(market: dict) -> tuple[float, float]:
+    """(rate, exponent) of the market's taker fee; the crypto defaults where `feeSchedule` lacks them."""
     schedule = _json_field(market.get("feeSchedule"), "feeSchedule")
-    if isinstance(schedule, dict) and schedule.get("rate") is not None:
-        return float(schedule["rate"])
-    return DEFAULT_FEE_RATE
+    if not isinstance(schedule, dict):
+        schedule = {}
+    rate = schedule.get("rate")
+    exponent = schedule.get("exponent")
+    return (
+        0.0 if market.get("feesEnabled") is False else DEFAULT_FEE_RATE if rate is None else float(rate),
+        DEFAULT_FEE_EXPONENT if exponent is None else float(exponent),
+    )
 
 
 def _price_to_beat(*holders: dict | None) -> float | None:
@@ -119,6 +124,7 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
     # the nested `events` list appears on /markets answers; it carries the same eventMetadata
     nested = market.get("events")
     nested_event = nested[0] if isinstance(nested, list) and nested and isinstance(nested[0], dict) else None
+    fee_rate, fee_exponent = _fee_schedule(market)
     return MarketInfo(
         asset=asset,
         condition_id=condition_id,
@@ -129,7 +135,8 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
         price_to_beat=_price_to_beat(event, market, nested_event),
         tick_size=float(market.get("orderPriceMinTickSize") or DEFAULT_TICK_SIZE),
         min_size=float(market.get("orderMinSize") or DEFAULT_MIN_SIZE),
-        fee_rate=_fee_rate(market),
+        fee_rate=fee_rate,
+        fee_exponent=fee_exponent,
     )
 
 

@@ -40,6 +40,7 @@ class MarketInfo:
     tick_size: float
     min_size: float
     fee_rate: float
+    fee_exponent: float = 1.0  # the fee schedule's exponent: fee = C x rate x (p(1-p))^exponent
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -57,6 +58,7 @@ class MarketInfo:
             tick_size=float(d["tick_size"]),
             min_size=float(d["min_size"]),
             fee_rate=float(d["fee_rate"]),
+            fee_exponent=float(d.get("fee_exponent", 1.0)),  # recordings made before it was recorded
         )
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from engine.broker import PaperBroker, taker_fee
+from engine.broker import PaperBroker, order_limit, taker_fee, within_limit
 from engine.positions import DOWN, UP, Position, settle
 from strategies.base import Action
 from streamers.frames import MarketInfo
@@ -34,27 +36,70 @@ def test_taker_fee_matches_the_venue_worked_examples():
     assert taker_fee(10, 0.65, 0.07) == pytest.approx(0.15925)
 
 
-def test_buy_walks_ask_levels_and_takes_the_fee_in_shares():
+def test_taker_fee_uses_the_market_exponent():
+    # 10 x 0.07 x (0.5 x 0.5)^2 = 0.7 x 0.0625 = 0.04375
+    assert taker_fee(10, 0.50, 0.07, 2.0) == pytest.approx(0.04375)
+
+
+def test_buy_walks_ask_levels_pays_the_fee_in_usdc_on_top_and_delivers_every_share():
     up = book("up1", asks=[(0.50, 4), (0.51, 6), (0.52, 100)])
     fill = PaperBroker().buy("up1", up, 5.0, INFO)
-    # level 1: 4 shares for $2.00, fee 4*0.07*0.5*0.5 = 0.07 (0.14 shares)
-    # level 2: $3.00 left buys 5.88 shares at 0.51 = $2.9988, fee 5.88*0.07*0.51*0.49 = 0.10286
+    # level 1: 4 shares x 0.50 = $2.00; fee 4 x 0.07 x 0.50 x 0.50 = $0.07
+    # level 2: $3.00 left buys floor(3.00 / 0.51, 0.01) = 5.88 shares x 0.51 = $2.9988;
+    #          fee 5.88 x 0.07 x 0.51 x 0.49 = 0.4116 x 0.2499 = 0.10285884 -> $0.10286
     assert fill is not None
     assert fill.shares == pytest.approx(9.88)
-    assert fill.cash == pytest.approx(4.9988)
-    assert fill.fee == pytest.approx(0.07 + 0.10286)
-    assert fill.net_shares == pytest.approx(9.88 - 0.07 / 0.50 - 0.10286 / 0.51)
+    assert fill.net_shares == pytest.approx(9.88)  # every share bought is delivered
+    assert fill.cash == pytest.approx(4.9988)  # the shares alone: the fee is not taken out of the $5
+    assert fill.fee == pytest.approx(0.17286)  # 0.07 + 0.10286, paid in USDC on top
     assert fill.limit_price == pytest.approx(0.51)
     assert fill.avg_price == pytest.approx(4.9988 / 9.88)
 
 
-def test_sell_walks_bid_levels_and_pays_the_fee_in_usdc():
+def test_buy_fee_follows_the_market_fee_exponent():
+    steep = replace(INFO, fee_exponent=2.0)
+    fill = PaperBroker().buy("up1", book("up1", asks=[(0.50, 100)]), 5.0, steep)
+    # 10 shares x 0.50 = $5.00; fee 10 x 0.07 x (0.50 x 0.50)^2 = 0.7 x 0.0625 = $0.04375
+    assert fill.shares == pytest.approx(10.0) and fill.fee == pytest.approx(0.04375)
+
+
+def test_round_trip_books_cost_and_fees_in_usdc_on_both_sides():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    opened = broker.execute(Action.BUY, INFO, None, up, None, 5.0, 1_000_010.0, 0.495, 0.0).position
+    # buy: $5.00 / 0.50 = 10 shares, all delivered; fee 10 x 0.07 x 0.50 x 0.50 = $0.175 on top
+    assert (opened.shares, opened.cost, opened.entry_fee) == pytest.approx((10.0, 5.0, 0.175))
+    broker.begin_tick()
+    higher = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)], t=2.0)
+    result = broker.execute(Action.SELL, INFO, opened, higher, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    record = result.record
+    # sale: 10 x 0.60 = $6.00 proceeds; fee 10 x 0.07 x 0.60 x 0.40 = $0.168 out of them
+    # pnl = 6.00 - 0.168 - 5.00 - 0.175 = $0.657
+    assert result.position is None
+    assert record.pnl == pytest.approx(0.657)
+    assert record.size == pytest.approx(5.0) and record.shares == pytest.approx(10.0)
+    assert record.shares * record.entry_price == pytest.approx(record.size)
+    assert record.fee == pytest.approx(0.343)  # 0.175 + 0.168
+
+
+def test_settlement_subtracts_the_buy_fee_paid_in_usdc():
+    broker = PaperBroker()
+    up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    held = broker.execute(Action.BUY, INFO, None, up, None, 5.0, 1_000_010.0, 0.495, 0.0).position
+    won = settle(held, True, 1_000_900.0, 0.99, 0.0)
+    # 10 shares pay $1 each: 10.00 - 5.00 cost - 0.175 buy fee = $4.825; settlement itself is free
+    assert won.pnl == pytest.approx(4.825) and won.fee == pytest.approx(0.175)
+
+
+def test_sell_walks_bid_levels_and_pays_the_fee_out_of_the_proceeds():
     up = book("up1", bids=[(0.60, 3), (0.58, 10)])
     fill = PaperBroker().sell("up1", up, 8.0, INFO)
+    # level 1: 3 x 0.60 = $1.80; fee 3 x 0.07 x 0.60 x 0.40 = $0.0504
+    # level 2: 5 x 0.58 = $2.90; fee 5 x 0.07 x 0.58 x 0.42 = 0.35 x 0.2436 = $0.08526
     assert fill is not None
     assert fill.shares == pytest.approx(8.0)
-    assert fill.cash == pytest.approx(3 * 0.60 + 5 * 0.58)
-    assert fill.fee == pytest.approx(0.0504 + 0.08526)
+    assert fill.cash == pytest.approx(4.70)
+    assert fill.fee == pytest.approx(0.13566)
     assert fill.limit_price == pytest.approx(0.58)
 
 
@@ -126,7 +171,7 @@ def test_buy_when_flat_opens_up_and_sell_when_flat_buys_the_down_token():
     long_up = broker.execute(Action.BUY, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
     assert long_up.opened and long_up.position.side == UP and long_up.position.token_id == "up1"
     assert long_up.position.cost == pytest.approx(5.0)
-    assert long_up.position.shares == pytest.approx(10 - taker_fee(10, 0.5, 0.07) / 0.5)
+    assert long_up.position.shares == pytest.approx(10.0)  # $5 at 0.50, the fee paid on top in USDC
     long_down = broker.execute(Action.SELL, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
     assert long_down.position.side == DOWN and long_down.position.token_id == "down1"
     assert long_down.position.entry_price == pytest.approx(0.40)
@@ -201,3 +246,19 @@ def test_mid_fill_uses_the_mid_without_fee_depth_or_minimum():
 def test_unknown_fill_mode_is_refused():
     with pytest.raises(ValueError, match="fill mode"):
         PaperBroker("last")
+
+
+def test_a_limited_book_order_takes_only_the_levels_within_its_limit():
+    # decided with the ask at 0.50: limit 0.50 + 0.05 = 0.55; the sale's floor 0.49 - 0.05 = 0.44
+    decided = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
+    assert order_limit(decided, True, 0.01, 0.05) == pytest.approx(0.55)
+    assert order_limit(decided, False, 0.01, 0.05) == pytest.approx(0.44)
+    assert order_limit(book("up1", bids=[(0.49, 100)]), True, 0.01, 0.05) is None
+    assert order_limit(book("up1", asks=[(0.98, 100)]), True, 0.01, 0.05) == pytest.approx(0.99)  # inside 1 - tick
+    moved = book("up1", bids=[(0.40, 100)], asks=[(0.54, 4), (0.55, 2), (0.58, 100)], t=2.0)
+    fill = PaperBroker().buy("up1", within_limit(moved, True, 0.55), 5.0, INFO)
+    # 4 x 0.54 + 2 x 0.55 = $3.26 for 6 shares; the 0.58 level is past the limit
+    assert fill.shares == pytest.approx(6.0) and fill.cash == pytest.approx(3.26)
+    assert within_limit(moved, True, 0.53) is None  # the whole side moved past it
+    assert within_limit(moved, False, 0.44) is None  # the bids fell below the sale's floor
+    assert within_limit(moved, False, 0.40) is moved  # every level reachable: the book as it is

@@ -58,6 +58,11 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "rl", "--source", "replay", "--replay", "tests"], "is a folder; give a recording file"),
         (["--strategy", "momentum", "--sim-faults", "drop=0.01"], "--speed max"),
         (["--strategy", "momentum", "--speed", "max", "--sim-faults", "garbage=0.01,stall=0.001"], "--speed X"),
+        (["--strategy", "fair_value", "--latency-ms", "-5"], "0 ms or more"),
+        (["--strategy", "fair_value", "--latency-ms", "soon"], "milliseconds"),
+        (["--strategy", "momentum", "--source", "live", "--live", "--max-total-dollars", "10", "--latency-ms", "100"],
+         "real latency"),
+        (["--strategy", "fair_value", "--max-slippage", "1.5"], "below 1"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_sentence(args: list[str], needle: str) -> None:

@@ -126,6 +126,21 @@ def test_fee_rate_defaults_to_crypto_rate_without_schedule_and_zero_when_fees_di
     assert parse_markets_response([gamma_market(feesEnabled=False)], SLUG).fee_rate == 0.0
 
 
+def test_fee_exponent_is_read_from_the_fee_schedule_and_defaults_to_one():
+    steep = gamma_market(feeSchedule=json.dumps({"exponent": 2, "rate": 0.25, "takerOnly": True}))
+    info = parse_markets_response([steep], SLUG)
+    assert (info.fee_rate, info.fee_exponent) == (0.25, 2.0)
+    no_exponent = gamma_market(feeSchedule={"rate": 0.07})
+    assert parse_markets_response([no_exponent], SLUG).fee_exponent == 1.0
+
+
+def test_a_discovery_line_without_fee_exponent_still_loads():
+    old = parse_markets_response([gamma_market()], SLUG).to_dict()
+    assert old.pop("fee_exponent") == 1.0  # what recordings made before the field carry
+    assert MarketInfo.from_dict(old).fee_exponent == 1.0
+    assert MarketInfo.from_dict({**old, "fee_exponent": 2}).fee_exponent == 2.0
+
+
 def test_markets_response_reads_price_to_beat_from_nested_event():
     market = gamma_market(events=[{"slug": SLUG, "eventMetadata": {"priceToBeat": 3012.25}}])
     assert parse_markets_response([market], SLUG).price_to_beat == 3012.25
@@ -225,7 +240,7 @@ def test_discovery_finds_current_window_and_emits_design_shaped_frame():
         assert [m["asset"] for m in markets] == ["BTC", "ETH"]
         assert set(markets[0]) == {
             "asset", "condition_id", "token_up", "token_down", "start", "end",
-            "price_to_beat", "tick_size", "min_size", "fee_rate",
+            "price_to_beat", "tick_size", "min_size", "fee_rate", "fee_exponent",
         }
         assert markets[1]["price_to_beat"] == 3012.25
 

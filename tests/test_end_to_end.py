@@ -63,7 +63,7 @@ def test_training_run_saves_model_logs_and_report(tmp_path: Path) -> None:
         assert key in stats.files
     report = json.loads((tmp_path / "R.json").read_text())
     assert report["strategy"] == "rl" and report["source"] == "sim" and report["windows"] == 1
-    assert report["model_saved"] == "M" and report["fill"] == "book"
+    assert report["model_saved"] == "M" and report["fill"] == "book" and report["latency_ms"] == 300
     assert report["decisions"] > 0 and report["updates"] >= 1
     trades = read_csv(report["logs"]["trades"])
     assert len(trades) == report["trades"]
@@ -74,6 +74,22 @@ def test_training_run_saves_model_logs_and_report(tmp_path: Path) -> None:
     assert len(read_csv(report["logs"]["updates"])) == report["updates"]
     episodes = read_csv(report["logs"]["episodes"])
     assert {e["asset"] for e in episodes} == {"BTC", "ETH"}
+
+
+def test_training_with_latency_longer_than_a_tick_saves_and_resumes(tmp_path: Path) -> None:
+    args = sim_args(tmp_path, seed="21", markets="2", assets="BTC")
+    proc = run_cli("--strategy", "rl", "--train", "--latency-ms", "700", *args, "--save", "M", "--report", "R.json",
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    first = json.loads((tmp_path / "R.json").read_text())
+    assert first["latency_ms"] == 700 and first["windows"] == 2 and first["updates"] >= 1
+    assert first["trades"] > 0 and first["model_saved"] == "M"
+    count_1 = int(np.load(tmp_path / "M_stats.npz")["reward_count"])
+    proc = run_cli("--strategy", "rl", "--train", "--load", "M", "--latency-ms", "700",
+                   *sim_args(tmp_path, seed="22", markets="2", assets="BTC"), "--report", "R2.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert int(np.load(tmp_path / "M_stats.npz")["reward_count"]) > count_1
+    assert json.loads((tmp_path / "R2.json").read_text())["updates"] >= 1
 
 
 def test_same_seed_gives_identical_reports_and_trades(tmp_path: Path) -> None:

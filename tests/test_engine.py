@@ -27,7 +27,8 @@ from streamers.frames import Frame
 from streamers.market_data import MarketData
 
 T0 = 1_767_225_600  # a window-aligned unix time
-NET_SHARES = 10 - taker_fee(10, 0.50, 0.07) / 0.50  # $5 at 0.50 with the fee taken in shares
+BUY_FEE = taker_fee(10, 0.50, 0.07)  # $5 at 0.50: 10 shares delivered, 10 x 0.07 x 0.25 = $0.175 on top
+WON = 10.0 - 5.0 - BUY_FEE  # those 10 shares settled at 1
 
 
 def market(cid: str, start: float, length: float = 10.0, ptb: float | None = 100.0) -> dict:
@@ -146,8 +147,8 @@ def test_window_roll_keeps_per_market_transitions_and_loses_no_tick():
     assert len(records_a) == 20 and all(r == 0.0 for r in records_a)  # held, never closed
     ends = [c for c in strategy.calls if c[0] == "end"]
     # Chainlink at the end equals the open: a tie, so Up wins and the UP shares pay 1
-    assert ends[0] == ("end", "0xa", pytest.approx(NET_SHARES - 5.0))
-    assert ends[1] == ("end", "0xb", pytest.approx(NET_SHARES - 5.0))  # price_to_beat from Chainlink
+    assert ends[0] == ("end", "0xa", pytest.approx(WON))
+    assert ends[1] == ("end", "0xb", pytest.approx(WON))  # price_to_beat from Chainlink
     end_a = strategy.calls.index(ends[0])
     assert all("0xa" not in [cid for cid, _ in c[1]] for c in strategy.calls[end_a:] if c[0] == "act")
     assert report["windows"] == 2 and report["trades"] == 2 and report["wins"] == 2
@@ -169,15 +170,16 @@ def test_venue_resolution_overrides_the_chainlink_estimate():
     frames = scenario([a], until=T0 + 12, extra=(resolved_frame(T0 + 10.1, a, "Down"),))
     strategy = RecordingStrategy(always(Action.BUY))
     report = run_engine(strategy, frames)
-    assert [c for c in strategy.calls if c[0] == "end"] == [("end", "0xa", pytest.approx(-5.0))]
-    assert report["pnl"] == pytest.approx(-5.0) and report["wins"] == 0
+    lost = -5.0 - BUY_FEE  # the UP shares pay 0; the buy fee was paid on top
+    assert [c for c in strategy.calls if c[0] == "end"] == [("end", "0xa", pytest.approx(lost))]
+    assert report["pnl"] == pytest.approx(lost) and report["wins"] == 0
 
 
 def test_chainlink_below_the_open_resolves_down():
     a = market("0xa", T0, ptb=100.5)
     strategy = RecordingStrategy(always(Action.SELL))
     report = run_engine(strategy, scenario([a], until=T0 + 12))
-    assert report["pnl"] == pytest.approx(NET_SHARES - 5.0)  # long DOWN wins
+    assert report["pnl"] == pytest.approx(WON)  # long DOWN wins
 
 
 def test_mid_fill_mode_trades_at_the_mid_without_fees_and_says_so():
@@ -240,8 +242,7 @@ def test_unresolved_market_is_closed_at_the_book_after_the_grace_period():
     report = run_engine(strategy, scenario([a], until=T0 + 16, chainlink_until=T0 + 8),
                                 settle_grace_seconds=3.0)
     assert report["unresolved_closes"] == 1 and report["trades"] == 1
-    shares = math.floor(NET_SHARES * 100) / 100
-    expected = shares * 0.49 - taker_fee(shares, 0.49, 0.07) - 5.0
+    expected = 10 * 0.49 - taker_fee(10, 0.49, 0.07) - 5.0 - BUY_FEE
     assert report["pnl"] == pytest.approx(expected)
     assert [c[0] for c in strategy.calls].count("end") == 1
 
@@ -261,17 +262,17 @@ def test_csv_logs_of_a_short_scripted_run(tmp_path):
     trades = read_csv(report["logs"]["trades"])
     assert [t["exit_reason"] for t in trades] == ["close", "settle"]
     close, settled = trades
-    sold = math.floor(NET_SHARES * 100) / 100
-    close_fee = taker_fee(10, 0.5, 0.07) + taker_fee(sold, 0.49, 0.07)
-    assert close["timestamp"] == "2026-01-01T00:00:02+00:00"
+    close_fee = BUY_FEE + taker_fee(10, 0.49, 0.07)
+    assert close["timestamp"] == "2026-01-01T00:00:02.300000+00:00"  # decided at T0 + 2, filled 300 ms later
     assert (close["action"], close["side"]) == ("BUY", "UP")
     assert float(close["entry_price"]) == pytest.approx(0.50) and float(close["exit_price"]) == pytest.approx(0.49)
-    assert float(close["pnl"]) == pytest.approx(sold * 0.49 - taker_fee(sold, 0.49, 0.07) - 5.0, abs=1e-6)
+    assert float(close["pnl"]) == pytest.approx(10 * 0.49 - close_fee - 5.0, abs=1e-6)
+    assert float(close["size"]) == pytest.approx(5.0) and float(close["shares"]) == pytest.approx(10.0)
     assert float(close["fee"]) == pytest.approx(close_fee, abs=1e-6)
     assert float(close["duration"]) == pytest.approx(2.0)
-    assert float(close["time_remaining_at_entry"]) == pytest.approx(10.0)
+    assert float(close["time_remaining_at_entry"]) == pytest.approx(9.7)  # filled at T0 + 0.3
     assert (settled["action"], settled["side"]) == ("SELL", "DOWN")
-    assert float(settled["pnl"]) == pytest.approx(-5.0) and float(settled["exit_price"]) == 0.0
+    assert float(settled["pnl"]) == pytest.approx(-5.0 - BUY_FEE) and float(settled["exit_price"]) == 0.0
     assert float(settled["underlying_change"]) == pytest.approx(0.0)
     episodes = read_csv(report["logs"]["episodes"])
     assert len(episodes) == 1

@@ -48,7 +48,9 @@ class ThreadRecordingBroker(PaperBroker):
 
 def _sim_report(tmp_path: Path, run_id: str, broker: PaperBroker | None) -> tuple[dict, int]:
     async def main() -> tuple[dict, int]:
-        config = EngineConfig(assets=("BTC",), max_windows=1, log_dir=tmp_path, run_id=run_id, seed=5)
+        # a blocking broker is never delayed (the venue supplies the latency): compare undelayed paper fills
+        config = EngineConfig(assets=("BTC",), max_windows=1, log_dir=tmp_path, run_id=run_id, seed=5,
+                              latency_ms=0)
         engine = Engine(create_strategy("fair_value", seed=5), SimSource(5, assets=("BTC",)), VirtualClock(),
                         MarketData(assets=("BTC",)), config, broker=broker)
         return await engine.run(), threading.get_ident()
@@ -66,6 +68,7 @@ def test_a_blocking_broker_runs_in_a_worker_thread_with_the_same_results_and_is_
         assert threaded[key] == paper[key], key
     assert broker.threads and loop_thread not in broker.threads  # never on the event loop's thread
     assert broker.closed_all == 1
+    assert threaded["latency_ms"] is None and paper["latency_ms"] == 0
 
 
 @pytest.fixture
