@@ -396,7 +396,8 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
 
 
 def build_broker(opts: Options):
-    """None (paper fills) or the live broker, its credentials and caps checked before any order."""
+    """None (paper fills) or the live broker, its credentials, caps, pUSD balance and approvals checked
+    before the first decision."""
     args = opts.args
     if not args.live:
         return None
@@ -411,10 +412,11 @@ def build_broker(opts: Options):
             max_slippage=args.max_slippage,
             order_type=args.order_type,
         )
+        balance = broker.check_account()
     except LiveBrokerError as exc:
         raise BadInput(str(exc).rstrip(".")) from None
-    print(f"[live] sending real orders as {broker.funder} (cap ${broker.max_total_dollars:,.2f} in entries, "
-          f"${broker.max_order_dollars:,.2f} per order, {broker.order_type})", file=sys.stderr)
+    print(f"[live] sending real orders as {broker.funder} (${balance:,.2f} pUSD; cap ${broker.max_total_dollars:,.2f} "
+          f"in entries, ${broker.max_order_dollars:,.2f} per order, fees included, {broker.order_type})", file=sys.stderr)
     return broker
 
 

@@ -2,9 +2,12 @@
 
 Variables:
 - `POLYMARKET_PRIVATE_KEY` (required): the signer's 32-byte hex key (the EOA that owns the wallet).
-- `POLYMARKET_SIGNATURE_TYPE` (required): 1 = email/Magic proxy wallet, 2 = browser-wallet Safe,
-  3 = deposit wallet (POLY_1271). 0 (plain EOA) is refused: CLOB V2 rejects EOA makers with
-  `maker address not allowed, please use the deposit wallet flow`.
+- `POLYMARKET_SIGNATURE_TYPE` (required): 1 = email/Magic proxy wallet, 2 = browser-wallet Safe.
+  0 (plain EOA) is refused: CLOB V2 rejects EOA makers with `maker address not allowed, please use the
+  deposit wallet flow`. 3 (deposit wallet, POLY_1271) is refused too: py-clob-client-v2 1.2.1 signs its
+  orders with the wallet as signer but can only obtain API keys bound to the signing EOA, and the venue
+  refuses every such order with `the order signer address has to be the address of the API KEY`
+  (py-clob-client-v2 issues #58, #70, #91, open).
 - `POLYMARKET_FUNDER` (required): the wallet that holds the pUSD and shares (the profile address on
   polymarket.com); a wrong funder or signature type is the usual cause of `invalid signature`.
 - `POLYMARKET_API_KEY`, `POLYMARKET_API_SECRET`, `POLYMARKET_API_PASSPHRASE` (optional, all or none):
@@ -29,7 +32,7 @@ ENV_API_KEY = "POLYMARKET_API_KEY"
 ENV_API_SECRET = "POLYMARKET_API_SECRET"
 ENV_API_PASSPHRASE = "POLYMARKET_API_PASSPHRASE"
 
-SIGNATURE_TYPES = {1: "POLY_PROXY", 2: "POLY_GNOSIS_SAFE", 3: "POLY_1271"}
+SIGNATURE_TYPES = {1: "POLY_PROXY", 2: "POLY_GNOSIS_SAFE"}
 _KEY_RE = re.compile(r"^(0x)?[0-9a-fA-F]{64}$")
 _ADDRESS_RE = re.compile(r"^0x[0-9a-fA-F]{40}$")
 
@@ -93,13 +96,17 @@ def _signature_type(raw: str) -> int:
     if raw == "0":
         raise LiveBrokerError(
             f"{ENV_SIGNATURE_TYPE}=0 (plain EOA) is rejected by CLOB V2 with 'maker address not allowed, "
-            "please use the deposit wallet flow'; use 1 (email/Magic proxy), 2 (browser-wallet Safe) or "
-            f"3 (deposit wallet) with {ENV_FUNDER} set to that wallet."
+            f"please use the deposit wallet flow'; use 1 (email/Magic proxy) or 2 (browser-wallet Safe) with "
+            f"{ENV_FUNDER} set to that wallet."
+        )
+    if raw == "3":
+        raise LiveBrokerError(
+            f"{ENV_SIGNATURE_TYPE}=3 (deposit wallet) cannot trade through py-clob-client-v2, which obtains API keys "
+            "only for the signing key while the venue wants the deposit wallet's (README, 'Live orders'); use a proxy "
+            "(1) or Safe (2) wallet."
         )
     if raw not in {str(k) for k in SIGNATURE_TYPES}:
-        raise LiveBrokerError(
-            f"{ENV_SIGNATURE_TYPE} must be 1 (email/Magic proxy), 2 (browser-wallet Safe) or 3 (deposit wallet)."
-        )
+        raise LiveBrokerError(f"{ENV_SIGNATURE_TYPE} must be 1 (email/Magic proxy) or 2 (browser-wallet Safe).")
     return int(raw)
 
 

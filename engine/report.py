@@ -83,11 +83,29 @@ def build_report(
     }
 
 
+def _skipped_lines(skipped: dict) -> tuple[int, list[str]]:
+    """Order counts by reason, venue refusals by reason (the live broker's `rejected`) and shares still
+    held on the venue (its `still_held`), in words; share amounts (dust, unsold) are not order counts."""
+    counts = {k: v for k, v in skipped.items() if type(v) is int and v}
+    refused = {k: v for k, v in (skipped.get("rejected") or {}).items() if v}
+    total = sum(counts.values()) + sum(refused.values())
+    lines = []
+    if counts or refused:
+        parts = [", ".join(f"{k} {v}" for k, v in counts.items())] if counts else []
+        if refused:
+            parts.append(f"refused by the venue: {', '.join(f'{k} {v}' for k, v in refused.items())}")
+        lines.append("skipped orders: " + "; ".join(parts))
+    held = skipped.get("still_held") or []
+    if held:
+        lines.append("still held on the venue, outside the PnL: " + "; ".join(
+            f"{h.get('asset')} {h.get('side')} {h.get('shares', 0.0):,.2f} shares ({h.get('why')})" for h in held))
+    return total, lines
+
+
 def format_summary(report: dict) -> str:
-    """A few lines for people: PnL, trades, win rate, fees, per asset, speed."""
+    """A few lines for people: PnL, trades, win rate, fees, per asset, speed, what was not traded."""
     per_asset = "  ".join(f"{a} ${v:+,.2f}" for a, v in report.get("pnl_by_asset", {}).items())
-    skipped = report.get("skipped_orders", {})
-    skipped_total = sum(v for k, v in skipped.items() if k != "dust_shares")
+    skipped_total, skipped_lines = _skipped_lines(report.get("skipped_orders", {}))
     feed = report.get("feed", {})
     latency = report.get("latency_ms")
     latency_text = "" if latency is None else f", latency {latency:g} ms"
@@ -100,6 +118,7 @@ def format_summary(report: dict) -> str:
         f"per asset: {per_asset or '-'}",
         f"feed: {feed.get('messages', 0):,} messages, {feed.get('rejected', 0)} rejected, "
         f"{feed.get('stale_seconds', 0.0):.0f} stale market-seconds; skipped orders {skipped_total}",
+        *skipped_lines,
     ]
     if report.get("updates"):
         lines.append(f"PPO updates {report['updates']}")

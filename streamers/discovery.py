@@ -41,6 +41,12 @@ class DiscoveryError(ValueError):
     """A Gamma payload that cannot be turned into a MarketInfo."""
 
 
+class UnsupportedMarket(DiscoveryError):
+    """A market of a protocol version the bot cannot trade: Gamma `version` "v2" (Polymarket Protocol V2)
+    markets trade position IDs on Exchange V3; the bot reads `clobTokenIds` and signs CTF Exchange V2
+    orders, which is what version "v1" (and older answers without the field) means."""
+
+
 class VenueUnreachable(ConnectionError):
     """A venue could not be reached at startup; the message is one sentence for the user."""
 
@@ -113,6 +119,11 @@ def parse_gamma_market(market: dict, slug: str, event: dict | None = None) -> Ma
     `event` is the enclosing event when known; priceToBeat lives in its `eventMetadata`.
     """
     asset, start = parse_slug(slug)
+    version = market.get("version")
+    if version not in (None, "v1"):
+        raise UnsupportedMarket(
+            f"market {slug} has version {version!r}; only CTF markets (version 'v1') can be traded here"
+        )
     try:
         outcomes = [str(o).strip().lower() for o in _json_field(market["outcomes"], "outcomes")]
         tokens = [str(t) for t in _json_field(market["clobTokenIds"], "clobTokenIds")]
@@ -264,6 +275,7 @@ class Discovery:
         self.session = session
         self.settings = settings or DiscoverySettings()
         self._known: dict[str, MarketInfo] = {}  # slug -> market
+        self._unsupported: set[str] = set()  # slugs of markets the bot cannot trade: asked once
         self._reached = False  # Gamma answered at least once: later failures are retried, not fatal
         self.requests = 0
         self.failures = 0
@@ -301,6 +313,10 @@ class Discovery:
             found = parse_events_response(await self._get_json(f"{base}/events?slug={q}"), slug)
             if found is None:
                 found = parse_markets_response(await self._get_json(f"{base}/markets?slug={q}"), slug)
+        except UnsupportedMarket as exc:
+            self._unsupported.add(slug)
+            log.warning("skipping %s", exc)
+            return None
         except DiscoveryError as exc:
             log.warning("skipping malformed Gamma market %s: %s", slug, exc)
             return None
@@ -312,7 +328,7 @@ class Discovery:
         if now >= start + WINDOW_SECONDS - self.settings.lookahead:
             starts.append(start + WINDOW_SECONDS)
         missing = [market_slug(a, s) for s in starts for a in self.assets]
-        missing = [slug for slug in missing if slug not in self._known]
+        missing = [slug for slug in missing if slug not in self._known and slug not in self._unsupported]
         # a market listed before its opening has no priceToBeat yet: ask again until it has one
         unpriced = [slug for slug, m in self._known.items() if m.price_to_beat is None and m.end > now]
         return missing + unpriced
