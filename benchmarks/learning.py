@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
+from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
 from strategies import create_strategy
 from strategies.base import Strategy
@@ -106,8 +107,8 @@ def window_pnls(episodes_csv: str) -> list[float]:
     return [v for k, v in sorted(totals.items()) if k not in partial]
 
 
-async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int) -> dict:
-    source = SimSource(seed, assets=cfg.assets)
+async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int, profile: SimProfile | None) -> dict:
+    source = SimSource(seed, assets=cfg.assets, profile=profile)
     try:
         return await Engine(strategy, source, VirtualClock(), MarketData(assets=cfg.assets), cfg).run()
     finally:
@@ -116,14 +117,14 @@ async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int) -> dict:
 
 def run_once(
     strategy: Strategy, name: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, train: bool,
-    log_dir: Path, run_id: str,
+    log_dir: Path, run_id: str, profile: SimProfile | None = None, latency_ms: float = 300.0,
 ) -> tuple[dict, list[float]]:
     """One sim run at max speed; returns the engine report and the PnL of each completed window."""
     cfg = EngineConfig(
         size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
-        seed=seed, source_name="sim", strategy_name=name,
+        seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms,
     )
-    report = asyncio.run(_run_engine(strategy, cfg, seed))
+    report = asyncio.run(_run_engine(strategy, cfg, seed, profile))
     return report, window_pnls(report["logs"]["episodes"])
 
 
@@ -133,6 +134,12 @@ def command(strategy: str, seed: int, windows: int, assets: tuple[str, ...], fil
         f"python run.py --strategy {strategy} --source sim --speed max --seed {seed} --markets {windows} "
         f"--assets {','.join(assets)} --fill {fill} --no-tui{extra}"
     )
+
+
+def sim_flags(profile: SimProfile, latency_ms: float) -> str:
+    """The run.py flags for a non-default profile and latency ('' for the defaults)."""
+    flags = "" if profile.name == DEFAULT_PROFILE else f" --sim-profile {profile.name}"
+    return flags + ("" if latency_ms == 300.0 else f" --latency-ms {latency_ms:g}")
 
 
 def update_summary(updates_csv: str) -> dict[str, float]:
@@ -161,6 +168,8 @@ class Bench:
     val_seeds: list[int] = field(default_factory=list)  # empty: no checkpoint selection
     val_windows: int = 5
     commands: list[str] = field(default_factory=list)
+    profile: SimProfile = field(default_factory=lambda: load_profile(None))
+    latency_ms: float = 300.0
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -180,7 +189,8 @@ class Bench:
         for i, seed in enumerate(seeds):
             start = time.perf_counter()
             run_id = f"{tag}_train_s{seed}"
-            report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id)
+            report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id,
+                                 self.profile, self.latency_ms)
             summary = update_summary(report["logs"]["updates"])
             row = {
                 "seed": seed, "windows": report["windows"], "trades": report["trades"], "pnl": report["pnl"],
@@ -191,7 +201,8 @@ class Bench:
             rows.append(row)
             new_model = fresh and i == 0
             flags = self._rl_flags(True, save) if new_model or not save else self._rl_flags(True, load=save)
-            self.commands.append(command("rl", seed, windows, self.assets, "book", flags))
+            self.commands.append(command("rl", seed, windows, self.assets, "book",
+                                         flags + sim_flags(self.profile, self.latency_ms)))
             self.say(
                 f"  train {tag} seed {seed}: {row['windows']} windows, PnL ${row['pnl']:+,.0f} "
                 f"(fees ${row['fees']:,.0f}), {row['trades']} trades, win {100 * row['win_rate']:.0f}%, "
@@ -236,10 +247,12 @@ class Bench:
         outcome = Outcome(name if not tag else f"{name}[{tag}]", fill)
         for seed in seeds:
             run_id = f"eval_{tag or name}_{fill}_s{seed}"
-            report, per_window = run_once(make(seed), name, seed, windows, self.assets, fill, False, self.out, run_id)
+            report, per_window = run_once(make(seed), name, seed, windows, self.assets, fill, False, self.out, run_id,
+                                          self.profile, self.latency_ms)
             outcome.add(report, per_window)
             extra = self._rl_flags(False, load=load) if name == "rl" else ""
-            self.commands.append(command(name, seed, windows, self.assets, fill, extra))
+            self.commands.append(command(name, seed, windows, self.assets, fill,
+                                         extra + sim_flags(self.profile, self.latency_ms)))
         return outcome
 
 
@@ -319,14 +332,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resume-check", action="store_true",
                    help="train on the first half of --train-seeds, save, load, train on the rest; vs straight")
     p.add_argument("--out", default=None, help="folder for CSV logs, checkpoints and results.json")
+    p.add_argument("--sim-profile", default=None, metavar="NAME|FILE",
+                   help="simulator market model: realistic (default), lagged (what-if, not real) or a JSON profile")
+    p.add_argument("--latency-ms", type=float, default=300.0, help="paper fill latency (default 300, as run.py)")
     args = p.parse_args(argv)
+    try:
+        profile = load_profile(args.sim_profile)
+    except ProfileError as exc:
+        raise SystemExit(str(exc)) from None
+    if not args.latency_ms >= 0:
+        raise SystemExit(f"--latency-ms must be 0 or more, got {args.latency_ms}")
 
     assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
     overrides = parse_overrides(args.set)
     config = config_for_features(args.features, PPOConfig(**overrides))
     out = Path(args.out or tempfile.mkdtemp(prefix="learning_"))
     out.mkdir(parents=True, exist_ok=True)
-    bench = Bench(assets, out, args.features, config, val_seeds=args.val_seeds, val_windows=args.val_windows)
+    bench = Bench(assets, out, args.features, config, val_seeds=args.val_seeds, val_windows=args.val_windows,
+                  profile=profile, latency_ms=args.latency_ms)
     fills = [f for f in args.fills.split(",") if f]
     overlap = set(args.train_seeds) & set(args.eval_seeds)
     if overlap:
@@ -335,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("validation seeds must differ from the training and the evaluation seeds")
     trained = f"model {args.load}" if args.load else f"train seeds {args.train_seeds} x {args.train_windows} windows"
     print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
-          f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, logs in {out}")
+          f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, sim profile {profile.name}, "
+          f"latency {args.latency_ms:g} ms, logs in {out}")
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
 
     agent_seeds = args.agent_seeds or [args.agent_seed]

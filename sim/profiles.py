@@ -155,16 +155,27 @@ REALISTIC = SimProfile(
     name="realistic",
     model=replace(
         ModelParams(),
-        lag_range_s=(0, 0),
-        maker_reaction_s=(0.05, 0.4),
-        maker_prices_jumps=True,
-        requote_fraction=1.0,
-        quote_noise_std=0.03,
-        quote_noise_half_life_s=20.0,
+        # the index: variance front-loaded in the window, fat-tailed seconds, jumps; 15-min kurtosis ~11
+        vol_of_vol=0.5,
+        vol_half_life_s=1800.0,
+        jump_share=0.6,
+        jump_rate_per_s=1.0e-4,
+        season_boost=1.5,
+        season_decay_s=250.0,
+        second_return_df=4.0,
+        # the bot's feeds: Binance trails the index by 0.2-0.8 s with a fast-wandering basis
         futures_delay_s=(0.2, 0.8),
         basis_fast_std=1.5e-4,
         basis_fast_half_life_s=10.0,
-        flow_offset_s=-5,
+        flow_offset_s=-5,  # taker flow follows the last seconds' move, it does not foretell the next
+        # the maker: the undelayed index, jumps priced, within 0.05-0.4 s, small noise
+        lag_range_s=(0, 0),
+        maker_reaction_s=(0.05, 0.4),
+        maker_prices_jumps=True,
+        requote_threshold=0.005,
+        requote_fraction=1.0,
+        quote_noise_std=0.03,
+        quote_noise_half_life_s=20.0,
     ),
     description="the default: quotes at or ahead of the public feeds, calibrated to real recordings",
 )
