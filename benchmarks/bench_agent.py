@@ -27,9 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from strategies import ppo_kernels
 from strategies.base import MarketState
-from strategies.rl_mlx import PPOConfig, RLStrategy, _NumpyPPO, _one_blas_thread
+from strategies.rl import PPOConfig, RLStrategy, kernels
+from strategies.rl.blas import one_blas_thread
+from strategies.rl.numpy_update import NumpyPPO
 
 
 def _timings(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -151,12 +152,12 @@ def bench_step_parts() -> None:
     advantages, returns = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     batch = (features, history, actions, old, advantages, returns)
     for label, fused in (("compiled loops", True), ("plain numpy   ", False)):
-        if fused and not ppo_kernels.AVAILABLE:
+        if fused and not kernels.AVAILABLE:
             print("minibatch step [compiled loops]: numba is not installed")
             continue
-        trainer = _NumpyPPO(agent.expected_shapes(), agent.config, fused=fused)
+        trainer = NumpyPPO(agent.expected_shapes(), agent.config, fused=fused)
         trainer.load(agent.weights())
-        with _one_blas_thread():
+        with one_blas_thread():
             step = _best_block_median(lambda t=trainer: t.step(*batch))
             forward = _best_block_median(lambda t=trainer: t.net.forward(features, history))
             d_out = (rng.standard_normal((n, 4)) * 0.01).astype(np.float32)

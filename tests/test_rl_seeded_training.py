@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from strategies.base import MarketState
-from strategies.rl_mlx import PPOConfig, RLStrategy, RolloutBatch
+from strategies.rl import PPOConfig, RLStrategy, RolloutBatch
 
 ASSETS = ("BTC", "ETH", "SOL", "XRP")
 WINDOW_TICKS = 24  # decisions per market before it resolves
