@@ -42,16 +42,17 @@ def _timings(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def _states(rng: np.random.Generator, tick: int) -> list[MarketState]:
+def tick_states(rng: np.random.Generator, tick: int, window_ticks: int = 1800) -> list[MarketState]:
+    """Random states of the 4 markets at `tick`; each market lasts `window_ticks` ticks (1800: 15 minutes)."""
     return [
         MarketState(
-            market_id=f"{asset}-{tick // 1800}",
+            market_id=f"{asset}-{tick // window_ticks}",
             asset=asset,
             prob=float(rng.uniform(0.2, 0.8)),
             spread=0.01,
             returns_1m=float(rng.normal(0, 0.001)),
             trade_flow_imbalance=float(rng.uniform(-1, 1)),
-            time_remaining=1.0 - (tick % 1800) / 1800,
+            time_remaining=1.0 - (tick % window_ticks) / window_ticks,
         )
         for asset in ("BTC", "ETH", "SOL", "XRP")
     ]
@@ -59,7 +60,7 @@ def _states(rng: np.random.Generator, tick: int) -> list[MarketState]:
 
 def bench_decisions(repeats: int) -> None:
     rng = np.random.default_rng(0)
-    batches = [_states(rng, t) for t in range(repeats)]
+    batches = [tick_states(rng, t) for t in range(repeats)]
     for mode in ("eval", "train"):
         agent = RLStrategy(PPOConfig(buffer_size=10**9), seed=0)  # no update interrupts the timing
         getattr(agent, mode)()
@@ -77,7 +78,7 @@ def _fill(agent: RLStrategy, rng: np.random.Generator, transitions: int) -> None
     """Collect until `transitions` are ready (about one in ten trades realizes a reward)."""
     tick = 0
     while agent.buffer.ready < transitions:
-        states = _states(rng, tick)
+        states = tick_states(rng, tick)
         actions = agent.act_batch(states)
         for state, action in zip(states, actions, strict=True):
             agent.record(state.market_id, float(rng.normal(0, 5)) if action and rng.random() < 0.1 else 0.0)

@@ -11,15 +11,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from strategies.base import MarketState
-from strategies.rl import PPOConfig, RLStrategy, RolloutBatch
+from benchmarks.bench_agent import tick_states
+from strategies.rl import PPOConfig, RLStrategy
+from tests.test_rl_numpy_update import _batch
 
-ASSETS = ("BTC", "ETH", "SOL", "XRP")
 WINDOW_TICKS = 24  # decisions per market before it resolves
-# recorded before the split (see the module docstring)
-RECORDED_RUN = [0.1818726741563065, 0.6326094207345022, -0.8288908826258224]
+# recorded on the code before the split (see the module docstring)
+RECORDED_RUN = [0.36182786953656, 0.5067340003036807, -0.8718073570469784]
 RECORDED_REWARDS = (42, -1.3023193244102582, 6.261126756482333)
-RECORDED_RUN_METRICS = [-0.0009554883096522341, 2.4930502514410233, 1.097143093124032, 7.9073632756869e-05]
+RECORDED_RUN_METRICS = [-0.0009863144611396517, 2.5582720832129553, 1.0969187561422586, 7.950079937775929e-05]
 RECORDED_BATCH = {
     "numpy": [-2.236640143308426, 1.3151865214050114, -0.5041207888485204],
     "mlx": [-2.2366115594878955, 1.315190217086419, -0.5041174840862653],
@@ -39,39 +39,13 @@ def _drive(agent: RLStrategy, updates: int) -> None:
     rng = np.random.default_rng(7)
     tick = 0
     while agent.updates_done < updates:
-        window, step = divmod(tick, WINDOW_TICKS)
-        states = [
-            MarketState(
-                market_id=f"{asset}-{window}",
-                asset=asset,
-                prob=float(rng.uniform(0.2, 0.8)),
-                spread=0.01,
-                returns_1m=float(rng.normal(0, 0.002)),
-                trade_flow_imbalance=float(rng.uniform(-1, 1)),
-                time_remaining=1.0 - step / WINDOW_TICKS,
-            )
-            for asset in ASSETS
-        ]
+        states = tick_states(rng, tick, WINDOW_TICKS)
         for state, action in zip(states, agent.act_batch(states), strict=True):
             agent.record(state.market_id, float(rng.normal(0, 5)) if action and rng.random() < 0.3 else 0.0)
-        if step == WINDOW_TICKS - 1:
+        if tick % WINDOW_TICKS == WINDOW_TICKS - 1:
             for state in states:
                 agent.end_market(state.market_id, float(rng.normal(0, 10)))
         tick += 1
-
-
-def _batch(n: int, seed: int) -> RolloutBatch:
-    rng = np.random.default_rng(seed)
-    return RolloutBatch(
-        features=rng.uniform(-1, 1, (n, 18)).astype(np.float32),
-        history=rng.uniform(-1, 1, (n, 5, 18)).astype(np.float32),
-        actions=rng.integers(0, 3, n).astype(np.int32),
-        log_probs=(np.log(1 / 3) + rng.normal(0, 0.3, n)).astype(np.float32),
-        values=rng.normal(0, 1, n).astype(np.float32),
-        rewards=rng.normal(0, 1, n),
-        advantages=rng.normal(0, 1, n).astype(np.float32),
-        returns=rng.normal(0, 1, n).astype(np.float32),
-    )
 
 
 def test_seeded_run_through_the_strategy_contract_repeats_the_recorded_weights_and_statistics() -> None:
