@@ -20,9 +20,9 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from strategies import STRATEGY_NAMES
 from streamers.frames import ASSETS
 
-STRATEGIES = ("rl", "momentum", "mean_revert", "fade_spike", "random", "gating", "fair_value")
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -91,7 +91,7 @@ def assets_arg(text: str) -> tuple[str, ...]:
 
 def build_parser() -> CliParser:
     p = CliParser(prog="run.py", description="Polymarket 15-minute Up/Down trading bot with built-in PPO.")
-    p.add_argument("--strategy", required=True, choices=STRATEGIES, help="decision rule to trade with")
+    p.add_argument("--strategy", required=True, choices=STRATEGY_NAMES, help="decision rule to trade with")
     p.add_argument("--train", action="store_true", help="learn online (rl only); saves the model on exit")
     p.add_argument("--load", metavar="NAME", help="load NAME.safetensors + NAME_stats.npz (rl only)")
     p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")

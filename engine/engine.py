@@ -53,7 +53,7 @@ def _trusted(book: Any) -> Any:
 
 @dataclass
 class EngineConfig:
-    size: float = 10.0  # dollars; each position's notional is size * 0.5
+    size: float = 100.0  # dollars, as run.py --size; each position's notional is size * 0.5
     fill: str = "book"  # "book" walks the real book with fees; "mid" is the reference's paper assumption
     max_windows: int | None = None  # stop after this many 15-minute windows resolved (--markets)
     duration: float | None = None  # stop after this many seconds of clock time
