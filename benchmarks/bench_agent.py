@@ -27,9 +27,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from strategies import ppo_kernels
 from strategies.base import MarketState
-from strategies.rl_mlx import PPOConfig, RLStrategy, _NumpyPPO, _one_blas_thread
+from strategies.rl import PPOConfig, RLStrategy, kernels
+from strategies.rl.blas import one_blas_thread
+from strategies.rl.numpy_update import NumpyPPO
 
 
 def _timings(fn: Callable[[], object], repeats: int) -> list[float]:
@@ -41,16 +42,17 @@ def _timings(fn: Callable[[], object], repeats: int) -> list[float]:
     return out
 
 
-def _states(rng: np.random.Generator, tick: int) -> list[MarketState]:
+def tick_states(rng: np.random.Generator, tick: int, window_ticks: int = 1800) -> list[MarketState]:
+    """Random states of the 4 markets at `tick`; each market lasts `window_ticks` ticks (1800: 15 minutes)."""
     return [
         MarketState(
-            market_id=f"{asset}-{tick // 1800}",
+            market_id=f"{asset}-{tick // window_ticks}",
             asset=asset,
             prob=float(rng.uniform(0.2, 0.8)),
             spread=0.01,
             returns_1m=float(rng.normal(0, 0.001)),
             trade_flow_imbalance=float(rng.uniform(-1, 1)),
-            time_remaining=1.0 - (tick % 1800) / 1800,
+            time_remaining=1.0 - (tick % window_ticks) / window_ticks,
         )
         for asset in ("BTC", "ETH", "SOL", "XRP")
     ]
@@ -58,7 +60,7 @@ def _states(rng: np.random.Generator, tick: int) -> list[MarketState]:
 
 def bench_decisions(repeats: int) -> None:
     rng = np.random.default_rng(0)
-    batches = [_states(rng, t) for t in range(repeats)]
+    batches = [tick_states(rng, t) for t in range(repeats)]
     for mode in ("eval", "train"):
         agent = RLStrategy(PPOConfig(buffer_size=10**9), seed=0)  # no update interrupts the timing
         getattr(agent, mode)()
@@ -76,7 +78,7 @@ def _fill(agent: RLStrategy, rng: np.random.Generator, transitions: int) -> None
     """Collect until `transitions` are ready (about one in ten trades realizes a reward)."""
     tick = 0
     while agent.buffer.ready < transitions:
-        states = _states(rng, tick)
+        states = tick_states(rng, tick)
         actions = agent.act_batch(states)
         for state, action in zip(states, actions, strict=True):
             agent.record(state.market_id, float(rng.normal(0, 5)) if action and rng.random() < 0.1 else 0.0)
@@ -151,12 +153,12 @@ def bench_step_parts() -> None:
     advantages, returns = rng.standard_normal(n).astype(np.float32), rng.standard_normal(n).astype(np.float32)
     batch = (features, history, actions, old, advantages, returns)
     for label, fused in (("compiled loops", True), ("plain numpy   ", False)):
-        if fused and not ppo_kernels.AVAILABLE:
+        if fused and not kernels.AVAILABLE:
             print("minibatch step [compiled loops]: numba is not installed")
             continue
-        trainer = _NumpyPPO(agent.expected_shapes(), agent.config, fused=fused)
+        trainer = NumpyPPO(agent.expected_shapes(), agent.config, fused=fused)
         trainer.load(agent.weights())
-        with _one_blas_thread():
+        with one_blas_thread():
             step = _best_block_median(lambda t=trainer: t.step(*batch))
             forward = _best_block_median(lambda t=trainer: t.net.forward(features, history))
             d_out = (rng.standard_normal((n, 4)) * 0.01).astype(np.float32)

@@ -165,8 +165,8 @@ REALISTIC = SimProfile(
         second_return_df=4.0,
         # the bot's feeds: Binance trails the index by 0.2-0.8 s with a fast-wandering basis
         futures_delay_s=(0.2, 0.8),
-        basis_fast_std=1.5e-4,
-        basis_fast_half_life_s=10.0,
+        basis_fast_std=6.0e-5,
+        basis_fast_half_life_s=30.0,
         flow_offset_s=-5,  # taker flow follows the last seconds' move, it does not foretell the next
         # the maker: the undelayed index, jumps priced, within 0.05-0.4 s, small noise
         lag_range_s=(0, 0),

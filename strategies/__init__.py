@@ -10,7 +10,7 @@ STRATEGY_NAMES: tuple[str, ...] = ("rl", "momentum", "mean_revert", "fade_spike"
 def create_strategy(name: str, seed: int | None = None) -> Strategy:
     """Build a strategy by name; the RL agent is imported only when asked for (it loads MLX)."""
     if name == "rl":
-        from strategies.rl_mlx import RLStrategy
+        from strategies.rl import RLStrategy
 
         return RLStrategy(seed=seed)
     from strategies import baselines

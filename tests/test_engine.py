@@ -27,7 +27,7 @@ from streamers.frames import Frame
 from streamers.market_data import MarketData
 
 T0 = 1_767_225_600  # a window-aligned unix time
-BUY_FEE = taker_fee(10, 0.50, 0.07)  # $5 at 0.50: 10 shares delivered, 10 x 0.07 x 0.25 = $0.175 on top
+BUY_FEE = taker_fee(10, 0.50, 0.07)  # --size 10 (run_engine): $5 at 0.50: 10 shares delivered, 10 x 0.07 x 0.25 = $0.175 on top
 WON = 10.0 - 5.0 - BUY_FEE  # those 10 shares settled at 1
 
 
@@ -124,7 +124,7 @@ def always(action: Action) -> Callable[[MarketState], Action]:
 
 
 def run_engine(strategy: Strategy, frames: list[Frame], tmp_path: Path | None = None, **cfg) -> dict:
-    config = EngineConfig(assets=("BTC",), log_dir=tmp_path, run_id="t", seed=1, **cfg)
+    config = EngineConfig(**{"assets": ("BTC",), "log_dir": tmp_path, "run_id": "t", "seed": 1, "size": 10.0, **cfg})
     engine = Engine(strategy, ScriptedSource(frames), VirtualClock(), MarketData(assets=("BTC",)), config)
     return asyncio.run(engine.run())
 

@@ -2,6 +2,7 @@
 
 import asyncio
 import gzip
+import os
 import time
 
 import orjson
@@ -125,3 +126,39 @@ def test_close_stops_replay(tmp_path):
         return got
 
     assert asyncio.run(first_then_close()) == FRAMES[:1]
+
+
+def test_replay_skips_unreadable_lines_counts_them_and_warns_once(tmp_path):
+    path = tmp_path / "damaged.jsonl"
+    _record(str(path))
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join([b"garbage\n", *lines[:2], b'{"t": 1.0}\n', *lines[2:], b"\xff\xfe\n"]))
+    warnings: list[str] = []
+    src = ReplaySource(str(path), "max", warn=warnings.append)
+    assert asyncio.run(_replay(src)) == FRAMES
+    assert src.bad_lines == 3
+    assert len(warnings) == 1 and "line 1 " in warnings[0] and "skipping unreadable lines" in warnings[0]
+
+
+def test_replay_of_a_cut_gzip_warns_naming_the_last_complete_frame(tmp_path):
+    path = tmp_path / "live.jsonl.gz"
+    rec = Recorder(str(path))
+    for i in range(30):
+        rec.write(Frame(1000.0 + i * 0.1, FEED_POLYMARKET, "PONG"))
+    rec.flush()  # then a crash: no gzip trailer
+    warnings: list[str] = []
+    frames = asyncio.run(_replay(ReplaySource(str(path), "max", warn=warnings.append)))
+    assert len(frames) == 30
+    assert len(warnings) == 1 and "ends early after line 30," in warnings[0] and "cut short" in warnings[0]
+    rec.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) to stand for a full disk")
+def test_recorder_on_a_full_disk_keeps_the_cause_and_never_raises():
+    rec = Recorder("/dev/full")
+    for i in range(20):
+        rec.write(Frame(1000.0 + i * 0.5, FEED_POLYMARKET, "PONG"))  # flushes after a second of frame time
+    assert rec.error == "cannot write the recording /dev/full: No space left on device"
+    rec.write(Frame(1020.0, FEED_POLYMARKET, "PONG"))  # later frames are dropped, not raised
+    rec.close()
+    assert rec.error == "cannot write the recording /dev/full: No space left on device"

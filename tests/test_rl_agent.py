@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from strategies.base import Action, MarketState
-from strategies.rl_mlx import MAX_TRACKED_MARKETS, PPOConfig, RLStrategy, RolloutBuffer, Step, gae
+from strategies.rl import MAX_TRACKED_MARKETS, PPOConfig, RLStrategy, RolloutBuffer, Step, gae
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 METRIC_KEYS = {
     "update_num",
     "policy_loss",
@@ -235,3 +235,22 @@ def test_markets_that_never_end_are_forgotten_without_losing_their_ready_steps()
     batch = agent.buffer.take(0.9, 0.9, 1.0)
     assert len(batch.actions) == 1  # the stale market's first step, bootstrapped from its second
     assert agent.buffer.open.keys() == {f"m{i}" for i in range(MAX_TRACKED_MARKETS)}
+
+
+def test_former_module_rl_mlx_still_gives_the_agent_and_what_tests_and_benchmarks_imported() -> None:
+    import strategies.rl_mlx as former
+    from strategies.rl.blas import one_blas_thread, openblas_threads
+    from strategies.rl.numpy_update import NumpyPPO
+
+    assert (former.RLStrategy, former.PPOConfig, former.RolloutBuffer, former.gae) == (
+        RLStrategy,
+        PPOConfig,
+        RolloutBuffer,
+        gae,
+    )
+    assert (former._NumpyPPO, former._one_blas_thread, former._openblas_threads) == (
+        NumpyPPO,
+        one_blas_thread,
+        openblas_threads,
+    )
+    assert former.config_for_features("extended").input_dim == 25

@@ -1,9 +1,10 @@
-"""The numpy PPO step against MLX autograd: same gradients, same update, deterministic."""
+"""The numpy PPO step against MLX autograd of `ppo_loss`: same gradients, same update, deterministic."""
 
 from __future__ import annotations
 
 import shutil
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import mlx.core as mx
@@ -12,17 +13,12 @@ import numpy as np
 import pytest
 from mlx.utils import tree_flatten
 
-from strategies import ppo_kernels
-from strategies.rl_mlx import (
-    PPOConfig,
-    RLStrategy,
-    RolloutBatch,
-    _NumpyPPO,
-    _one_blas_thread,
-    _openblas_threads,
-)
-
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from strategies.rl import PPOConfig, RLStrategy, RolloutBatch, ppo_loss
+from strategies.rl import kernels as ppo_kernels
+from strategies.rl.blas import one_blas_thread, openblas_threads
+from strategies.rl.numpy_update import NumpyPPO
+from strategies.rl.ppo import loss_inputs
+from tests.conftest import FIXTURES
 
 
 def _batch(n: int, seed: int, input_dim: int = 18) -> RolloutBatch:
@@ -61,17 +57,17 @@ def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(
 ) -> None:
     agent = _phase5_agent(tmp_path)
     batch = _batch(64, seed=1)
-    arrays = agent._arrays(batch)
+    arrays = loss_inputs(batch)
     ratio = np.exp(agent.evaluate(batch.features, batch.history)[0][np.arange(64), batch.actions]) / np.exp(
         batch.log_probs
     )
     assert (np.abs(ratio - 1) > agent.config.clip_eps).sum() >= 5  # the clipped branch is exercised
 
-    loss_and_grad = nn.value_and_grad(agent.model, agent._loss_fn)
+    loss_and_grad = nn.value_and_grad(agent.model, partial(ppo_loss, config=agent.config))
     (_, parts), grads = loss_and_grad(agent.model, *(mx.array(a) for a in arrays))
     expected = {k: np.array(v) for k, v in tree_flatten(grads)}
 
-    trainer = _NumpyPPO(agent.expected_shapes(), agent.config)
+    trainer = NumpyPPO(agent.expected_shapes(), agent.config)
     assert trainer.fused == (kernels == "fused")
     trainer.load(agent.weights())
     metrics = trainer.gradients(*arrays)
@@ -132,15 +128,15 @@ def test_unknown_update_backend_is_refused_when_the_agent_is_built() -> None:
         RLStrategy(PPOConfig(update_backend="torch"), seed=0)
 
 
-def test_update_matmuls_run_on_one_blas_thread_and_the_count_is_restored() -> None:
-    assert _openblas_threads is not None  # numpy's wheels bundle OpenBLAS: its thread count is reachable
-    previous = _openblas_threads(2)
+def test_update_matmuls_run_onone_blas_thread_and_the_count_is_restored() -> None:
+    assert openblas_threads is not None  # numpy's wheels bundle OpenBLAS: its thread count is reachable
+    previous = openblas_threads(2)
     try:
-        with _one_blas_thread():
-            assert _openblas_threads(1) == 1
-        assert _openblas_threads(2) == 2
+        with one_blas_thread():
+            assert openblas_threads(1) == 1
+        assert openblas_threads(2) == 2
     finally:
-        _openblas_threads(previous)
+        openblas_threads(previous)
 
 
 def _at_offset(values: np.ndarray, offset: int) -> np.ndarray:

@@ -132,3 +132,20 @@ def test_report_and_recording_name_the_profile_that_made_the_data(tmp_path: Path
     header = json.loads(first["msg"])
     assert header["sim_profile"] == report["data_source"]["sim_profile"]
     assert header["seed"] == 3
+
+
+def test_realistic_quotes_move_with_or_before_the_public_index_and_lagged_ones_after() -> None:
+    """DESIGN.md's lead-lag, read from the simulator's frames as a recording would be: in the realistic
+    market the mid moves with the futures-based fair value (peak at lag <= 0, no echo from +2 s); in the
+    lagged what-if it follows seconds later."""
+    from sim.fit import read_sim
+    from streamers.recording_stats import lead_lag
+
+    real = lead_lag(read_sim([21], ("BTC", "ETH"), windows=2)).summary()
+    assert real["lead_lag_peak_lag"].value <= 0
+    # pooled over 384 markets rho(0) is 0.50 (TRAINING_JOURNAL.md, target 0.2-0.6); four markets scatter more
+    assert 0.2 <= real["lead_lag_rho_0"].value <= 0.75
+    assert real["lead_lag_max_abs_from_2"].value <= 0.1
+    lagged = lead_lag(read_sim([21], ("BTC", "ETH"), windows=2, profile=load_profile("lagged"))).summary()
+    assert lagged["lead_lag_peak_lag"].value >= 1
+    assert lagged["lead_lag_max_abs_from_2"].value > 0.1

@@ -5,7 +5,7 @@ LayerNorm took ~12 array calls forward and ~16 backward, the loss ~40 small ones
 the 39k parameters. Each kernel below does one of those in a single compiled pass; the matmuls stay in
 numpy's OpenBLAS and tanh stays numpy's SIMD ufunc (numba's scalar tanh is slower).
 
-Layout: activations are (N, actor width + critic width) side by side (see `_SideBySide` in rl_mlx);
+Layout: activations are (N, actor width + critic width) side by side (see `SideBySide` in numpy_update.py);
 `split` is the actor's width, so each row holds two LayerNorm segments, [0, split) and [split, width).
 `AVAILABLE` is False when numba cannot be imported: the caller then runs its plain numpy path, which
 the tests also use as the reference these kernels must match.
@@ -17,6 +17,8 @@ import math
 
 import numpy as np
 
+from strategies.rl.config import LAYER_NORM_EPS
+
 try:
     import numba
 except ImportError:  # pragma: no cover - depends on the platform's wheels
@@ -25,7 +27,7 @@ except ImportError:  # pragma: no cover - depends on the platform's wheels
 AVAILABLE = numba is not None
 
 _F32 = np.float32
-_LN_EPS = _F32(1e-5)  # mlx.nn.LayerNorm's default
+_LN_EPS = _F32(LAYER_NORM_EPS)
 
 
 def _jit(function=None, *, fastmath: bool = True):  # type: ignore[no-untyped-def]
