@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.learning import Bench, Outcome, seeds_arg
 from engine.gym_env import UpDownEnv
 from strategies import create_strategy
-from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
+from strategies.rl import PPOConfig, RLStrategy, config_for_features
 
 
 def play(env: UpDownEnv, policy, seeds: list[int], windows: int) -> tuple[list[float], int, float]:

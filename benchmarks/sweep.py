@@ -54,7 +54,7 @@ from benchmarks.learning import (  # noqa: E402  (the path above makes the repos
 )
 from sim.profiles import SimProfile  # noqa: E402
 from strategies import create_strategy  # noqa: E402
-from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features  # noqa: E402
+from strategies.rl import PPOConfig, RLStrategy, config_for_features  # noqa: E402
 
 OBJECTIVE = "val_pnl"
 INSTALL_HINT = "pip install -e '.[scale]'"
@@ -584,7 +584,7 @@ def _summary_row(done: Finished, options: SweepOptions, rules: dict[str, list[Ou
         row.update({
             f"trades_{fill}": rl.trades if rl else None, f"pnl_{fill}": rl.pnl if rl else None,
             f"mean_{fill}": mean, f"ci_low_{fill}": low, f"ci_high_{fill}": high,
-            f"ratio_{fill}": rl.pnl / fair.pnl if rl and fair and fair.pnl else None,
+            f"ratio_{fill}": rl.pnl / fair.pnl if rl and fair and fair.pnl > 0 else None,  # as learning.ratio_line
         })
     row["wall_seconds"] = done.meta["finished"] - done.meta["started"] if done.meta else None
     row["pid"] = done.meta.get("pid")
