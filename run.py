@@ -20,8 +20,8 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.frames import ASSETS
 from strategies import STRATEGY_NAMES
-from streamers.frames import ASSETS
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -345,7 +345,7 @@ def build_strategy(opts: Options):
 
 async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
     """Return (source, clock) for the chosen --source."""
-    from engine.clock import RealClock, VirtualClock
+    from core.clock import RealClock, VirtualClock
 
     args = opts.args
     if args.source == "replay":
@@ -433,14 +433,14 @@ def source_header(opts: Options) -> dict:
 
 
 def endpoints_from_mapping(mapping: dict[str, str]):
-    from streamers.endpoints import Endpoints
+    from core.endpoints import Endpoints
 
     return Endpoints.from_env(mapping)
 
 
 def clock_from_env():
     """`python -m sim` prints UPDOWN_CLOCK=wall_origin,sim_origin,speed so live clients share its time."""
-    from engine.clock import RealClock
+    from core.clock import RealClock
 
     text = os.environ.get("UPDOWN_CLOCK")
     if not text:

@@ -25,10 +25,10 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.frames import ASSETS
 from sim.fit import read_sim
 from sim.model import WINDOW, AssetPath
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
-from streamers.frames import ASSETS
 from streamers.recording import RecordingError
 from streamers.recording_stats import LAGS, RecordingData, figures, lead_lag, read_recording
 

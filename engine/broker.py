@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.fees import taker_fee
+from core.frames import MarketInfo
 from engine.positions import DOWN, EXIT_CLOSE, UP, Position, TradeRecord, realize
 from strategies.base import Action
-from streamers.frames import MarketInfo
 
 FILL_MODES = ("book", "mid")
 SHARE_STEP = 0.01

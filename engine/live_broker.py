@@ -68,7 +68,9 @@ from py_clob_client_v2.config import get_contract_config
 from py_clob_client_v2.exceptions import PolyApiException, PolyException
 from py_clob_client_v2.order_utils import ExchangeOrderBuilderV2, OrderDataV2, SignedOrderV2
 
+from core.endpoints import Endpoints
 from core.fees import fee_per_share, taker_fee
+from core.frames import MarketInfo
 from engine.broker import (
     SHARE_STEP,
     Book,
@@ -83,8 +85,6 @@ from engine.broker import (
 from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import DOWN, UP, Position, TradeRecord, realize
 from strategies.base import Action
-from streamers.endpoints import Endpoints
-from streamers.frames import MarketInfo
 
 __all__ = ["LiveBroker", "LiveBrokerError", "LiveBrokerFatal", "LiveSkipCounts"]
 

@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.frames import ASSETS, Frame
 from sim.model import WINDOW, ModelParams
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
-from streamers.frames import ASSETS, Frame
 from streamers.recording import RecordingError
 from streamers.recording_stats import (
     RTDS_DELAY_MIN_S,

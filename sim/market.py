@@ -15,6 +15,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.frames import (
+    ASSETS,
+    FEED_DISCOVERY,
+    FEED_FUTURES_MARKET,
+    FEED_FUTURES_PUBLIC,
+    FEED_POLYMARKET,
+    FEED_RTDS,
+    FEED_SPOT,
+    MarketInfo,
+)
 from sim import messages as M
 from sim.faults import FaultSpec
 from sim.model import (
@@ -29,16 +39,6 @@ from sim.model import (
     UpBook,
 )
 from sim.profiles import SimProfile, load_profile
-from streamers.frames import (
-    ASSETS,
-    FEED_DISCOVERY,
-    FEED_FUTURES_MARKET,
-    FEED_FUTURES_PUBLIC,
-    FEED_POLYMARKET,
-    FEED_RTDS,
-    FEED_SPOT,
-    MarketInfo,
-)
 
 EPOCH = 1767225600  # 2026-01-01 00:00 UTC, a multiple of the window
 HISTORY_S = 7200  # futures history before start_time (120 closed 1m klines)
@@ -55,7 +55,7 @@ _ASSET_CODE = {"BTC": 0, "ETH": 1, "SOL": 2, "XRP": 3}
 @dataclass(slots=True)  # not frozen: built for every message, and frozen __init__ costs ~6x
 class SimEvent:
     t: float  # sim time, unix seconds
-    feed: str  # one of streamers.frames.FEEDS except "discovery"
+    feed: str  # one of core.frames.FEEDS except "discovery"
     msg: str  # exact text the venue would send on that socket
     stream: str | None  # Binance stream name (e.g. "btcusdt@aggTrade") for routing
     asset_ids: tuple[str, ...] = ()  # Polymarket token ids this message concerns

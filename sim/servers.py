@@ -27,12 +27,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine.clock import RealClock
-from sim.faults import FaultSpec
-from sim.market import SimEvent, SimMarket
-from sim.profiles import SimProfile
-from streamers.endpoints import ENDPOINT_VARIABLES
-from streamers.frames import (
+from core.clock import RealClock
+from core.endpoints import ENDPOINT_VARIABLES
+from core.frames import (
     ASSETS,
     FEED_FUTURES_MARKET,
     FEED_FUTURES_PUBLIC,
@@ -40,6 +37,9 @@ from streamers.frames import (
     FEED_RTDS,
     FEED_SPOT,
 )
+from sim.faults import FaultSpec
+from sim.market import SimEvent, SimMarket
+from sim.profiles import SimProfile
 
 log = logging.getLogger(__name__)
 

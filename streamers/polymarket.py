@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from streamers.binance import ParseError
+from core.errors import ParseError
 
 BUY = "BUY"  # bid side
 SELL = "SELL"  # ask side
