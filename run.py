@@ -402,7 +402,7 @@ def build_broker(opts: Options):
     if not args.live:
         return None
     try:
-        from engine.live_broker import LiveBroker, LiveBrokerError
+        from venues.polymarket.broker import LiveBroker, LiveBrokerError
     except ImportError:
         raise BadInput("--live needs py-clob-client-v2: pip install -e '.[live]'") from None
     try:

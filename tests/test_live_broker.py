@@ -24,8 +24,6 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
 from core.fees import taker_fee
-from engine.live_broker import LiveBroker
-from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import EXIT_SHUTDOWN, UP
 from engine.report import format_summary
 from strategies.base import Action
@@ -42,6 +40,8 @@ from tests.fake_clob import (
     FakeMarket,
     _wallet_signer,
 )
+from venues.polymarket.broker import LiveBroker
+from venues.polymarket.credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 
 CID = "0x" + "cd" * 32
 UP_TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"

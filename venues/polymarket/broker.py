@@ -82,9 +82,9 @@ from engine.broker import (
     floor_shares,
     floor_to_tick,
 )
-from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import DOWN, UP, Position, TradeRecord, realize
 from strategies.base import Action
+from venues.polymarket.credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 
 __all__ = ["LiveBroker", "LiveBrokerError", "LiveBrokerFatal", "LiveSkipCounts"]
 
