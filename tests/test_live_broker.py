@@ -307,7 +307,7 @@ def test_an_http_error_posting_an_order_is_never_raised(clob, make_broker, clock
     if reason is not None:  # refused: nothing can have traded
         assert broker.skipped.rejected == {reason: 1}
     else:  # no answer (or a 5xx): it may have traded, so it is pending until the venue's trades say
-        assert broker.skipped.rejected == {} and broker._reserved() > 9.0
+        assert broker.skipped.rejected == {} and broker.reserved() > 9.0
         clock.t += 11.0
     book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
     assert buy_up(broker, book).position is not None
@@ -413,7 +413,7 @@ def test_a_pending_order_that_never_fills_is_released_after_its_limit(clob, make
     book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
 
     assert buy_up(broker, book).position is None
-    assert broker._reserved() > 9.9
+    assert broker.reserved() > 9.9
     clock.t += 11.0
     clob.set_book(UP_TOKEN, asks=[])  # the venue kills the order when it finally looks: nothing matched
     clob.release_delayed()
@@ -649,8 +649,7 @@ def test_shares_a_shutdown_cannot_sell_within_the_limit_are_reported_as_still_he
 
 def test_close_at_book_retries_a_sale_refused_until_the_shares_are_credited(clob, make_broker):
     clob.hold_new_shares = True
-    broker = make_broker(retry_backoff=0.5)
-    broker._sleep = lambda seconds: (broker.sleeps.append(seconds), clob.settle())
+    broker = make_broker(retry_backoff=0.5, sleep=lambda seconds: (broker.sleeps.append(seconds), clob.settle()))
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)])).position
     held = pos.shares
 
