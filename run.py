@@ -396,8 +396,8 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
 
 
 def build_broker(opts: Options):
-    """None (paper fills) or the live broker, its credentials, caps, pUSD balance and approvals checked
-    before the first decision."""
+    """None (paper fills) or the live broker, connected, its credentials, caps, pUSD balance and approvals
+    checked before the first decision."""
     args = opts.args
     if not args.live:
         return None
@@ -412,6 +412,7 @@ def build_broker(opts: Options):
             max_slippage=args.max_slippage,
             order_type=args.order_type,
         )
+        broker.connect()
         balance = broker.check_account()
     except LiveBrokerError as exc:
         raise BadInput(str(exc).rstrip(".")) from None

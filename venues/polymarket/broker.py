@@ -41,7 +41,8 @@ Documented choices:
 - Market rules (tick, minimum size, fee rate and exponent, neg risk) come from `GET /clob-markets/{cid}`,
   cached per market and fetched again when the engine's book reports another tick (a `tick_size_change`
   frame) or the venue refuses a price for its tick.
-- `check_account()` (before the first decision) asks the venue to re-read the funder's pUSD balance and
+- Start-up, before the first decision: `connect()` obtains and proves the L2 API credentials (the
+  constructor sends nothing); `check_account()` asks the venue to re-read the funder's pUSD balance and
   allowances from the chain, then refuses to start without enough pUSD for one order and its fee or
   without the pUSD approvals the venue lists; the CTF share approvals are checked at the first buy.
 """
@@ -145,7 +146,6 @@ class LiveBroker(PositionRules):
                                  max_slippage=max_slippage)
         self._venue = venue
         self._last_buy: str | None = None  # order id of the fill the last buy() returned
-        self.connect()
 
     @classmethod
     def from_env(
