@@ -59,8 +59,8 @@ from py_clob_client_v2.exceptions import PolyException
 
 from core.endpoints import Endpoints
 from core.frames import MarketInfo
-from engine.broker import SHARE_STEP, Book, Execution, Fill, PositionRules
-from engine.positions import UP, Position, TradeRecord, realize
+from engine.broker import SHARE_STEP, Book, Fill, PositionRules
+from engine.positions import UP, Position
 from strategies.base import Action
 from venues.polymarket.account import Account, open_session
 from venues.polymarket.credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
@@ -220,20 +220,9 @@ class LiveBroker(PositionRules):
     def begin_tick(self) -> None:
         """Nothing to reset: the venue accounts for the liquidity our orders take."""
 
-    def execute(
-        self,
-        action: Action,
-        info: MarketInfo,
-        position: Position | None,
-        up_book: Book | None,
-        down_book: Book | None,
-        dollars: float,
-        now: float,
-        prob: float,
-        underlying_change: float,
-    ) -> Execution:
-        """PositionRules.execute, after the venue's news: a fill of an earlier pending order of this
-        market is handed over first (as the action that books it); while one is pending nothing is sent."""
+    def route(self, action: Action, info: MarketInfo, position: Position | None) -> Action:
+        """After the venue's news: a fill of an earlier pending order of this market is handed over first
+        (as the action that books it); while one is pending nothing is sent (HOLD)."""
         fills = self._fills
         fills.housekeeping()
         cid = info.condition_id
@@ -247,13 +236,15 @@ class LiveBroker(PositionRules):
                 fills.orphan(fills.late.pop(cid))
         elif fills.blocked(cid):
             self.skipped.pending_fill += 1
-            return Execution(position)
+            return Action.HOLD
         self._last_buy = None
-        result = super().execute(action, info, position, up_book, down_book, dollars, now, prob, underlying_change)
-        booked = fills.booked.get(self._last_buy or "")
-        if result.opened and booked is not None:
-            booked.position = result.position
-        return result
+        return action
+
+    def opened(self, position: Position) -> None:
+        """Keep the position with its booked buy, to take a trade that fails at settlement out of it."""
+        booked = self._fills.booked.get(self._last_buy or "")
+        if booked is not None:
+            booked.position = position
 
     def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
         """Spend up to `dollars` (fees included) on `token_id` with one FAK order; None (counted) when
@@ -276,23 +267,15 @@ class LiveBroker(PositionRules):
                 return None
         return Fill(fill.shares, fill.shares, fill.cash, fill.fee, fill.avg_price, fill.limit)
 
-    def close_at_book(
-        self,
-        info: MarketInfo,
-        position: Position,
-        up_book: Book | None,
-        down_book: Book | None,
-        now: float,
-        prob: float,
-        underlying_change: float,
-        reason: str,
-    ) -> TradeRecord:
-        """Sell what the bids take, retrying retryable refusals (engine restart, balance not yet credited,
-        a pending sale) with backoff for up to `exit_retry_seconds` against the venue's current book;
-        shares still unsold are booked at 0 and reported as still held."""
+    def sell_out(
+        self, info: MarketInfo, position: Position, book: Book | None, reason: str
+    ) -> tuple[float, float, float]:
+        """close_at_book's sale: after the venue's news, sell what the bids take, retrying retryable refusals
+        (engine restart, balance not yet credited, a pending sale) with backoff for up to
+        `exit_retry_seconds` against the venue's current book; shares still unsold are reported as still
+        held (close_at_book books them at 0)."""
         fills = self._fills
         fills.housekeeping()
-        book: Book | None = up_book if position.side == UP else down_book
         held = position.shares
         sold = cash = fee = 0.0
         waited, pause = 0.0, self.retry_backoff
@@ -328,8 +311,7 @@ class LiveBroker(PositionRules):
                         info.asset, position.side, unsold, position.token_id, reason)
         elif unsold > 0:
             self.skipped.dust_shares += unsold
-        exit_price = cash / held if held > 0 else 0.0
-        return realize(position, held, cash, fee, exit_price if sold else 0.0, now, prob, underlying_change, reason)
+        return sold, cash, fee
 
     def close_all(self) -> int:
         """End of run: cancel every resting order of this account (FAK/FOK should leave none), wait up to
