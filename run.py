@@ -416,8 +416,9 @@ def build_broker(opts: Options):
         balance = broker.check_account()
     except LiveBrokerError as exc:
         raise BadInput(str(exc).rstrip(".")) from None
-    print(f"[live] sending real orders as {broker.funder} (${balance:,.2f} pUSD; cap ${broker.max_total_dollars:,.2f} "
-          f"in entries, ${broker.max_order_dollars:,.2f} per order, fees included, {broker.order_type})", file=sys.stderr)
+    caps = broker.caps
+    print(f"[live] sending real orders as {broker.funder} (${balance:,.2f} pUSD; cap ${caps.max_total_dollars:,.2f} "
+          f"in entries, ${caps.max_order_dollars:,.2f} per order, fees included, {caps.order_type})", file=sys.stderr)
     return broker
 
 

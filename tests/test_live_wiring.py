@@ -107,7 +107,7 @@ def test_run_builds_the_live_broker_from_the_environment_with_its_caps(clob, mon
     broker = run.build_broker(_live_options("--size", "30", "--order-type", "FOK"))
 
     assert isinstance(broker, LiveBroker)
-    assert (broker.max_total_dollars, broker.max_order_dollars, broker.order_type) == (20.0, 15.0, "FOK")
+    assert (broker.caps.max_total_dollars, broker.caps.max_order_dollars, broker.caps.order_type) == (20.0, 15.0, "FOK")
     assert broker.funder == funder and broker.balance == pytest.approx(100.0)
     assert any(path == "/auth/api-keys" for _, path in clob.requests)  # the session was proven at start
     assert "$100.00 pUSD" in capsys.readouterr().err

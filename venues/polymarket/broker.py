@@ -64,7 +64,7 @@ from engine.positions import UP, Position
 from strategies.base import Action
 from venues.polymarket.account import Account, open_session
 from venues.polymarket.credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
-from venues.polymarket.orders import OrderDesk
+from venues.polymarket.orders import OrderCaps, OrderDesk
 from venues.polymarket.reconcile import Reconciler
 from venues.polymarket.venue import (
     DEFAULT_EXIT_RETRY_SECONDS,
@@ -141,9 +141,8 @@ class LiveBroker(PositionRules):
         self._account = Account(venue, credentials.funder, chain_id)
         self._fills = Reconciler(venue, self._account, release_after=release_after, watch_for=watch_for,
                                  sleep=sleep, monotonic=monotonic)
-        self._orders = OrderDesk(venue, self._account, self._fills, order_type=order_type,
-                                 max_order_dollars=max_order_dollars, max_total_dollars=max_total_dollars,
-                                 max_slippage=max_slippage)
+        self.caps = OrderCaps(max_order_dollars, max_total_dollars, max_slippage, order_type)
+        self._orders = OrderDesk(venue, self._account, self._fills, self.caps)
         self._venue = venue
         self._last_buy: str | None = None  # order id of the fill the last buy() returned
 
@@ -172,22 +171,6 @@ class LiveBroker(PositionRules):
 
     def __repr__(self) -> str:
         return f"LiveBroker(address={self.address}, funder={self.funder}, host={self.client.host})"
-
-    @property
-    def max_order_dollars(self) -> float:
-        return self._orders.max_order_dollars
-
-    @property
-    def max_total_dollars(self) -> float:
-        return self._orders.max_total_dollars
-
-    @property
-    def max_slippage(self) -> float:
-        return self._orders.max_slippage
-
-    @property
-    def order_type(self) -> str:
-        return self._orders.order_type
 
     @property
     def spent(self) -> float:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from dataclasses import dataclass
 
 from py_clob_client_v2 import AssetType, BalanceAllowanceParams, MarketOrderArgs, PartialCreateOrderOptions
 from py_clob_client_v2.config import get_contract_config
@@ -62,19 +63,25 @@ def max_fee_per_dollar(limit: float, rules: Rules) -> float:
     return max(fee_per_share(k * tick, rules.fee_rate, rules.fee_exponent) / (k * tick) for k in range(1, steps + 1))
 
 
+@dataclass(frozen=True, slots=True)
+class OrderCaps:
+    """What a live run's orders may do."""
+
+    max_order_dollars: float  # one order's largest cost, fees included
+    max_total_dollars: float  # the dollars committed to entries over the run, fees included
+    max_slippage: float  # how far past the touch an order's limit may go
+    order_type: str  # FAK (a partial fill at the limit beats none) or FOK
+
+
 class OrderDesk:
     """One order at a time: checks it against the caps and the balance, signs it for the CTF Exchange V2,
     posts it and books its fill (or hands it to the reconciler while the venue has not shown it)."""
 
-    def __init__(self, venue: Venue, account: Account, fills: Reconciler, *, order_type: str,
-                 max_order_dollars: float, max_total_dollars: float, max_slippage: float) -> None:
+    def __init__(self, venue: Venue, account: Account, fills: Reconciler, caps: OrderCaps) -> None:
         self.venue = venue
         self.account = account
         self.fills = fills
-        self.order_type = order_type
-        self.max_order_dollars = max_order_dollars
-        self.max_total_dollars = max_total_dollars
-        self.max_slippage = max_slippage
+        self.caps = caps
 
     def buy(self, info: MarketInfo, token: str, book: Book | None, dollars: float) -> VenueFill | None:
         """Spend up to `dollars` (fees included) on `token`; None (counted) when nothing traded."""
@@ -88,12 +95,13 @@ class OrderDesk:
         except Refused:
             return None
         tick = rules.tick_value
-        cap = min(1.0 - tick, ceil_to_tick(book.asks[0][0] + self.max_slippage, tick))
+        caps = self.caps
+        cap = min(1.0 - tick, ceil_to_tick(book.asks[0][0] + caps.max_slippage, tick))
         reserved = self.fills.reserved()
-        room = self.max_total_dollars - self.account.spent - reserved
+        room = caps.max_total_dollars - self.account.spent - reserved
         balance = self.account.balance
         wallet = math.inf if balance is None else balance - reserved
-        budget = min(dollars, self.max_order_dollars, room, wallet)
+        budget = min(dollars, caps.max_order_dollars, room, wallet)
         remaining, shares, worst = budget, 0.0, None
         for price, size in book.asks:
             if price > cap + EPS or remaining < SHARE_STEP * price:
@@ -112,7 +120,7 @@ class OrderDesk:
         amount = floor_cents(max(0.0, budget - _FEE_ROUNDING) / (1.0 + per_dollar))
         # the venue checks the order's own size (dollars / limit), the book walk the likely fill
         if amount < MIN_MARKET_BUY_DOLLARS or min(shares, amount / limit) + EPS < rules.min_size:
-            wanted = min(dollars, self.max_order_dollars)
+            wanted = min(dollars, caps.max_order_dollars)
             if room < wanted and room <= wallet:
                 skipped.exposure_cap += 1  # too small because the run's cap is (nearly) spent
             elif wallet < wanted:
@@ -139,7 +147,7 @@ class OrderDesk:
             skipped.empty_book += 1
             raise Refused("empty_book")
         tick = rules.tick_value
-        floor = max(tick, floor_to_tick(book.bids[0][0] - self.max_slippage, tick))
+        floor = max(tick, floor_to_tick(book.bids[0][0] - self.caps.max_slippage, tick))
         remaining, worst = order, None
         for price, size in book.bids:
             if price < floor - EPS or remaining < SHARE_STEP - EPS:
@@ -168,7 +176,7 @@ class OrderDesk:
         order_id = self._order_hash(signed, rules)
         sent_at = time.time()
         try:
-            response = client.post_order(signed, self.order_type)
+            response = client.post_order(signed, self.caps.order_type)
         except PolyApiException as exc:
             text = error_text(exc)
             check_fatal(exc.status_code, text)
@@ -202,7 +210,7 @@ class OrderDesk:
 
     def _sign(self, info: MarketInfo, token: str, side: str, amount: float, limit: float, rules: Rules,
               what: str) -> object:
-        args = MarketOrderArgs(token_id=token, amount=amount, side=side, price=limit, order_type=self.order_type)
+        args = MarketOrderArgs(token_id=token, amount=amount, side=side, price=limit, order_type=self.caps.order_type)
         # version 2 pinned: the orders are signed for the CTF Exchange V2 the venue runs since 2026-04-28
         options = PartialCreateOrderOptions(tick_size=rules.tick, neg_risk=rules.neg_risk, version=2)
         try:
