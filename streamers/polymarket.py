@@ -6,6 +6,7 @@ arrive as strings, prices sometimes without a leading zero (".48"); levels come 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
@@ -126,94 +127,119 @@ def _side(value: object) -> str:
     return side
 
 
+def _price_change(ev: dict, out: list) -> None:
+    market = str(ev.get("market", ""))
+    ts = _ts(ev)
+    if "price_changes" in ev:
+        for c in ev["price_changes"]:
+            bb, ba = c.get("best_bid"), c.get("best_ask")
+            out.append(
+                LevelChange(
+                    str(c["asset_id"]),
+                    market,
+                    _side(c["side"]),
+                    float(c["price"]),
+                    float(c["size"]),
+                    None if bb is None or bb == "" else float(bb),  # _opt_price, inlined: ~10 per frame
+                    None if ba is None or ba == "" else float(ba),
+                    ts,
+                )
+            )
+    else:  # legacy schema (before 2025-09-15): one asset at the top level, no best bid/ask
+        asset_id = str(ev["asset_id"])
+        for c in ev["changes"]:
+            out.append(LevelChange(asset_id, market, _side(c["side"]), float(c["price"]), float(c["size"]), None, None, ts))
+
+
+def _book(ev: dict, out: list) -> None:
+    bids = ev["bids"] if "bids" in ev else ev["buys"]
+    asks = ev["asks"] if "asks" in ev else ev["sells"]
+    out.append(
+        BookSnapshot(
+            str(ev["asset_id"]),
+            str(ev.get("market", "")),
+            _levels(bids),
+            _levels(asks),
+            _ts(ev),
+            _opt_price(ev.get("tick_size")),
+        )
+    )
+
+
+def _last_trade_price(ev: dict, out: list) -> None:
+    out.append(
+        LastTrade(
+            str(ev["asset_id"]),
+            str(ev.get("market", "")),
+            float(ev["price"]),
+            float(ev.get("size") or 0.0),
+            str(ev.get("side", "")),
+            _ts(ev),
+        )
+    )
+
+
+def _best_bid_ask(ev: dict, out: list) -> None:
+    out.append(
+        BestBidAsk(str(ev["asset_id"]), str(ev.get("market", "")), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev))
+    )
+
+
+def _tick_size_change(ev: dict, out: list) -> None:
+    out.append(
+        TickSizeChange(
+            str(ev["asset_id"]),
+            str(ev.get("market", "")),
+            float(ev["old_tick_size"]),
+            float(ev["new_tick_size"]),
+            _ts(ev),
+        )
+    )
+
+
+def _market_resolved(ev: dict, out: list) -> None:
+    out.append(
+        MarketResolved(
+            str(ev["market"]),
+            tuple(str(a) for a in ev.get("assets_ids") or ()),
+            str(ev["winning_asset_id"]),
+            str(ev.get("winning_outcome", "")),
+            _ts(ev),
+        )
+    )
+
+
+def _new_market(ev: dict, out: list) -> None:
+    out.append(
+        NewMarket(
+            str(ev["market"]),
+            tuple(str(a) for a in ev.get("assets_ids") or ()),
+            tuple(str(o) for o in ev.get("outcomes") or ()),
+            str(ev.get("slug", "")),
+            _ts(ev),
+        )
+    )
+
+
+# event_type -> the parser that appends its records
+_PARSERS: dict[str, Callable[[dict, list], None]] = {
+    "price_change": _price_change,
+    "book": _book,
+    "last_trade_price": _last_trade_price,
+    "best_bid_ask": _best_bid_ask,
+    "tick_size_change": _tick_size_change,
+    "market_resolved": _market_resolved,
+    "new_market": _new_market,
+}
+
+
 def _event(ev: dict, out: list) -> None:
     kind = ev["event_type"]
-    if kind == "price_change":
-        market = str(ev.get("market", ""))
-        ts = _ts(ev)
-        if "price_changes" in ev:
-            for c in ev["price_changes"]:
-                bb, ba = c.get("best_bid"), c.get("best_ask")
-                out.append(
-                    LevelChange(
-                        str(c["asset_id"]),
-                        market,
-                        _side(c["side"]),
-                        float(c["price"]),
-                        float(c["size"]),
-                        None if bb is None or bb == "" else float(bb),  # _opt_price, inlined: ~10 per frame
-                        None if ba is None or ba == "" else float(ba),
-                        ts,
-                    )
-                )
-        else:  # legacy schema (before 2025-09-15): one asset at the top level, no best bid/ask
-            asset_id = str(ev["asset_id"])
-            for c in ev["changes"]:
-                out.append(
-                    LevelChange(asset_id, market, _side(c["side"]), float(c["price"]), float(c["size"]), None, None, ts)
-                )
-    elif kind == "book":
-        bids = ev["bids"] if "bids" in ev else ev["buys"]
-        asks = ev["asks"] if "asks" in ev else ev["sells"]
-        out.append(
-            BookSnapshot(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                _levels(bids),
-                _levels(asks),
-                _ts(ev),
-                _opt_price(ev.get("tick_size")),
-            )
-        )
-    elif kind == "last_trade_price":
-        out.append(
-            LastTrade(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                float(ev["price"]),
-                float(ev.get("size") or 0.0),
-                str(ev.get("side", "")),
-                _ts(ev),
-            )
-        )
-    elif kind == "best_bid_ask":
-        out.append(
-            BestBidAsk(
-                str(ev["asset_id"]), str(ev.get("market", "")), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)
-            )
-        )
-    elif kind == "tick_size_change":
-        out.append(
-            TickSizeChange(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                float(ev["old_tick_size"]),
-                float(ev["new_tick_size"]),
-                _ts(ev),
-            )
-        )
-    elif kind == "market_resolved":
-        out.append(
-            MarketResolved(
-                str(ev["market"]),
-                tuple(str(a) for a in ev.get("assets_ids") or ()),
-                str(ev["winning_asset_id"]),
-                str(ev.get("winning_outcome", "")),
-                _ts(ev),
-            )
-        )
-    elif kind == "new_market":
-        out.append(
-            NewMarket(
-                str(ev["market"]),
-                tuple(str(a) for a in ev.get("assets_ids") or ()),
-                tuple(str(o) for o in ev.get("outcomes") or ()),
-                str(ev.get("slug", "")),
-                _ts(ev),
-            )
-        )
-    else:
+    parse = _PARSERS.get(kind) if type(kind) is str else None  # an unhashable type is unknown, not malformed
+    if parse is None:
         out.append(UnknownEvent(str(kind)))
+    else:
+        parse(ev, out)
 
 
 def handle(raw: str | bytes) -> list[PolymarketUpdate]:
