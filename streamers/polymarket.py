@@ -108,6 +108,14 @@ def _ts(ev: dict) -> float:
     return float(ts) / 1000.0 if ts else 0.0
 
 
+def _market(ev: dict) -> str:
+    return str(ev.get("market", ""))
+
+
+def _asset_ids(ev: dict) -> tuple[str, ...]:
+    return tuple(str(a) for a in ev.get("assets_ids") or ())
+
+
 def _opt_price(value: object) -> float | None:
     return None if value is None or value == "" else float(value)  # type: ignore[arg-type]
 
@@ -157,7 +165,7 @@ def _book(ev: dict, out: list) -> None:
     out.append(
         BookSnapshot(
             str(ev["asset_id"]),
-            str(ev.get("market", "")),
+            _market(ev),
             _levels(bids),
             _levels(asks),
             _ts(ev),
@@ -166,59 +174,29 @@ def _book(ev: dict, out: list) -> None:
     )
 
 
+# each parser reads the fields in the record's order, so a frame with several bad fields names the same one
 def _last_trade_price(ev: dict, out: list) -> None:
-    out.append(
-        LastTrade(
-            str(ev["asset_id"]),
-            str(ev.get("market", "")),
-            float(ev["price"]),
-            float(ev.get("size") or 0.0),
-            str(ev.get("side", "")),
-            _ts(ev),
-        )
-    )
+    asset_id, market, price = str(ev["asset_id"]), _market(ev), float(ev["price"])
+    out.append(LastTrade(asset_id, market, price, float(ev.get("size") or 0.0), str(ev.get("side", "")), _ts(ev)))
 
 
 def _best_bid_ask(ev: dict, out: list) -> None:
-    out.append(
-        BestBidAsk(str(ev["asset_id"]), str(ev.get("market", "")), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev))
-    )
+    out.append(BestBidAsk(str(ev["asset_id"]), _market(ev), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)))
 
 
 def _tick_size_change(ev: dict, out: list) -> None:
-    out.append(
-        TickSizeChange(
-            str(ev["asset_id"]),
-            str(ev.get("market", "")),
-            float(ev["old_tick_size"]),
-            float(ev["new_tick_size"]),
-            _ts(ev),
-        )
-    )
+    asset_id, market = str(ev["asset_id"]), _market(ev)
+    out.append(TickSizeChange(asset_id, market, float(ev["old_tick_size"]), float(ev["new_tick_size"]), _ts(ev)))
 
 
 def _market_resolved(ev: dict, out: list) -> None:
-    out.append(
-        MarketResolved(
-            str(ev["market"]),
-            tuple(str(a) for a in ev.get("assets_ids") or ()),
-            str(ev["winning_asset_id"]),
-            str(ev.get("winning_outcome", "")),
-            _ts(ev),
-        )
-    )
+    market, asset_ids, winner = str(ev["market"]), _asset_ids(ev), str(ev["winning_asset_id"])
+    out.append(MarketResolved(market, asset_ids, winner, str(ev.get("winning_outcome", "")), _ts(ev)))
 
 
 def _new_market(ev: dict, out: list) -> None:
-    out.append(
-        NewMarket(
-            str(ev["market"]),
-            tuple(str(a) for a in ev.get("assets_ids") or ()),
-            tuple(str(o) for o in ev.get("outcomes") or ()),
-            str(ev.get("slug", "")),
-            _ts(ev),
-        )
-    )
+    market, asset_ids, outcomes = str(ev["market"]), _asset_ids(ev), tuple(str(o) for o in ev.get("outcomes") or ())
+    out.append(NewMarket(market, asset_ids, outcomes, str(ev.get("slug", "")), _ts(ev)))
 
 
 # event_type -> the parser that appends its records
