@@ -156,7 +156,8 @@ def _price_change(ev: dict, out: list) -> None:
     else:  # legacy schema (before 2025-09-15): one asset at the top level, no best bid/ask
         asset_id = str(ev["asset_id"])
         for c in ev["changes"]:
-            out.append(LevelChange(asset_id, market, _side(c["side"]), float(c["price"]), float(c["size"]), None, None, ts))
+            side, price, size = _side(c["side"]), float(c["price"]), float(c["size"])
+            out.append(LevelChange(asset_id, market, side, price, size, None, None, ts))
 
 
 def _book(ev: dict, out: list) -> None:
@@ -177,16 +178,18 @@ def _book(ev: dict, out: list) -> None:
 # each parser reads the fields in the record's order, so a frame with several bad fields names the same one
 def _last_trade_price(ev: dict, out: list) -> None:
     asset_id, market, price = str(ev["asset_id"]), _market(ev), float(ev["price"])
-    out.append(LastTrade(asset_id, market, price, float(ev.get("size") or 0.0), str(ev.get("side", "")), _ts(ev)))
+    size = float(ev.get("size") or 0.0)
+    out.append(LastTrade(asset_id, market, price, size, str(ev.get("side", "")), _ts(ev)))
 
 
 def _best_bid_ask(ev: dict, out: list) -> None:
-    out.append(BestBidAsk(str(ev["asset_id"]), _market(ev), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)))
+    asset_id, market = str(ev["asset_id"]), _market(ev)
+    out.append(BestBidAsk(asset_id, market, float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)))
 
 
 def _tick_size_change(ev: dict, out: list) -> None:
-    asset_id, market = str(ev["asset_id"]), _market(ev)
-    out.append(TickSizeChange(asset_id, market, float(ev["old_tick_size"]), float(ev["new_tick_size"]), _ts(ev)))
+    asset_id, market, old = str(ev["asset_id"]), _market(ev), float(ev["old_tick_size"])
+    out.append(TickSizeChange(asset_id, market, old, float(ev["new_tick_size"]), _ts(ev)))
 
 
 def _market_resolved(ev: dict, out: list) -> None:
@@ -195,7 +198,8 @@ def _market_resolved(ev: dict, out: list) -> None:
 
 
 def _new_market(ev: dict, out: list) -> None:
-    market, asset_ids, outcomes = str(ev["market"]), _asset_ids(ev), tuple(str(o) for o in ev.get("outcomes") or ())
+    market, asset_ids = str(ev["market"]), _asset_ids(ev)
+    outcomes = tuple(str(o) for o in ev.get("outcomes") or ())
     out.append(NewMarket(market, asset_ids, outcomes, str(ev.get("slug", "")), _ts(ev)))
 
 
