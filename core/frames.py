@@ -6,6 +6,22 @@ from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
+__all__ = [
+    "ASSETS",
+    "FEEDS",
+    "FEED_DISCOVERY",
+    "FEED_FUTURES_MARKET",
+    "FEED_FUTURES_PUBLIC",
+    "FEED_POLYMARKET",
+    "FEED_RTDS",
+    "FEED_SOURCE",
+    "FEED_SPOT",
+    "WINDOW_SECONDS",
+    "Frame",
+    "MarketInfo",
+    "Source",
+]
+
 FEED_FUTURES_MARKET = "binance_futures_market"
 FEED_FUTURES_PUBLIC = "binance_futures_public"
 FEED_SPOT = "binance_spot"
