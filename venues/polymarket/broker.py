@@ -137,13 +137,12 @@ class LiveBroker(PositionRules):
             signature_type=credentials.signature_type,
             funder=credentials.funder,
         )
-        venue = Venue(self.client, self.skipped)
+        self._venue = venue = Venue(self.client, self.skipped)
         self._account = Account(venue, credentials.funder, chain_id)
         self._fills = Reconciler(venue, self._account, release_after=release_after, watch_for=watch_for,
                                  sleep=sleep, monotonic=monotonic)
         self.caps = OrderCaps(max_order_dollars, max_total_dollars, max_slippage, order_type)
         self._orders = OrderDesk(venue, self._account, self._fills, self.caps)
-        self._venue = venue
         self._last_buy: str | None = None  # order id of the fill the last buy() returned
 
     @classmethod
