@@ -20,8 +20,8 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from core.frames import ASSETS
 from strategies import STRATEGY_NAMES
-from streamers.frames import ASSETS
 
 EXIT_OK, EXIT_RUNTIME, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -355,7 +355,7 @@ def build_strategy(opts: Options):
 
 async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
     """Return (source, clock) for the chosen --source."""
-    from engine.clock import RealClock, VirtualClock
+    from core.clock import RealClock, VirtualClock
 
     args = opts.args
     if args.source == "replay":
@@ -406,13 +406,13 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
 
 
 def build_broker(opts: Options):
-    """None (paper fills) or the live broker, its credentials, caps, pUSD balance and approvals checked
-    before the first decision."""
+    """None (paper fills) or the live broker, connected, its credentials, caps, pUSD balance and approvals
+    checked before the first decision."""
     args = opts.args
     if not args.live:
         return None
     try:
-        from engine.live_broker import LiveBroker, LiveBrokerError
+        from venues.polymarket.broker import LiveBroker, LiveBrokerError
     except ImportError:
         raise BadInput("--live needs py-clob-client-v2: pip install -e '.[live]'") from None
     try:
@@ -422,11 +422,13 @@ def build_broker(opts: Options):
             max_slippage=args.max_slippage,
             order_type=args.order_type,
         )
+        broker.connect()
         balance = broker.check_account()
     except LiveBrokerError as exc:
         raise BadInput(str(exc).rstrip(".")) from None
-    print(f"[live] sending real orders as {broker.funder} (${balance:,.2f} pUSD; cap ${broker.max_total_dollars:,.2f} "
-          f"in entries, ${broker.max_order_dollars:,.2f} per order, fees included, {broker.order_type})", file=sys.stderr)
+    caps = broker.caps
+    print(f"[live] sending real orders as {broker.funder} (${balance:,.2f} pUSD; cap ${caps.max_total_dollars:,.2f} "
+          f"in entries, ${caps.max_order_dollars:,.2f} per order, fees included, {caps.order_type})", file=sys.stderr)
     return broker
 
 
@@ -443,14 +445,14 @@ def source_header(opts: Options) -> dict:
 
 
 def endpoints_from_mapping(mapping: dict[str, str]):
-    from streamers.endpoints import Endpoints
+    from core.endpoints import Endpoints
 
     return Endpoints.from_env(mapping)
 
 
 def clock_from_env():
     """`python -m sim` prints UPDOWN_CLOCK=wall_origin,sim_origin,speed so live clients share its time."""
-    from engine.clock import RealClock
+    from core.clock import RealClock
 
     text = os.environ.get("UPDOWN_CLOCK")
     if not text:

@@ -33,11 +33,11 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.clock import VirtualClock
+from core.clock import VirtualClock
+from core.frames import ASSETS
 from engine.engine import Engine, EngineConfig
 from sim.source import SimSource
 from strategies import STRATEGY_NAMES, create_strategy
-from streamers.frames import ASSETS
 from streamers.market_data import MarketData
 
 _PAGE_KB = os.sysconf("SC_PAGE_SIZE") // 1024

@@ -17,8 +17,8 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core.frames import FEED_FUTURES_MARKET, FEED_POLYMARKET, Frame
 from streamers.binance import handle_futures
-from streamers.frames import FEED_FUTURES_MARKET, FEED_POLYMARKET, Frame
 from streamers.futures_state import FuturesState
 from streamers.market_data import MarketData
 from streamers.polymarket import LevelChange, PolymarketBook

@@ -14,9 +14,9 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core.frames import ASSETS
 from sim.faults import FaultSpec
 from sim.source import SimSource
-from streamers.frames import ASSETS
 
 
 def bench(seed: int, seconds: int, assets: tuple[str, ...] = ASSETS, faults: FaultSpec | None = None) -> dict:

@@ -25,10 +25,10 @@ import orjson
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sim.fit import read_sim
+from core.frames import ASSETS
+from sim.fit import read_sim, seed_list
 from sim.model import WINDOW, AssetPath
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
-from streamers.frames import ASSETS
 from streamers.recording import RecordingError
 from streamers.recording_stats import LAGS, RecordingData, figures, lead_lag, read_recording
 
@@ -206,16 +206,6 @@ def _describe(header: dict | None) -> str:
     return text
 
 
-def _seeds(text: str) -> list[int]:
-    try:
-        seeds = [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a comma list of whole numbers, got {text!r}") from None
-    if not seeds:
-        raise argparse.ArgumentTypeError("expected at least one seed")
-    return seeds
-
-
 def _assets(text: str) -> tuple[str, ...]:
     assets = tuple(a.strip().upper() for a in text.split(",") if a.strip())
     unknown = [a for a in assets if a not in ASSETS]
@@ -238,7 +228,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = _Parser(prog="python -m benchmarks.calibration", description=__doc__.split("\n\n")[0])
     p.add_argument("--recording", nargs="+", metavar="FILE", default=[], help="recordings to measure (pooled)")
     p.add_argument("--sim", action="store_true", help="also measure the simulator's frames, read the same way")
-    p.add_argument("--seeds", type=_seeds, default=[1, 2, 3, 4], help="simulator seeds (comma list)")
+    p.add_argument("--seeds", type=seed_list, default=[1, 2, 3, 4], help="simulator seeds (comma list)")
     p.add_argument("--windows", type=_positive, default=24, help="15-minute windows per simulator seed")
     p.add_argument("--assets", type=_assets, default=ASSETS, help="simulator assets (comma list)")
     p.add_argument("--sim-profile", default=DEFAULT_PROFILE,

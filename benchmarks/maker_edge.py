@@ -22,14 +22,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.clock import VirtualClock
+from core.clock import VirtualClock
+from core.frames import ASSETS
 from engine.engine import Engine, EngineConfig
 from sim.market import SimMarket
 from sim.profiles import ProfileError, load_profile
 from sim.source import SimSource
 from strategies.base import MarketState
 from strategies.baselines import FairValueStrategy
-from streamers.frames import ASSETS
 from streamers.market_data import MarketData
 
 

@@ -1,1 +1,2 @@
-"""The bottom layer: vocabulary every package may import (market rules such as fees); imports nothing above it."""
+"""The bottom layer: the vocabulary every package may import (frames and feed names, clocks, venue
+endpoints, the parse error, fees); it imports nothing of the project."""

@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from core.fees import taker_fee
+from core.frames import MarketInfo
 from engine.positions import DOWN, EXIT_CLOSE, UP, Position, TradeRecord, realize
 from strategies.base import Action
-from streamers.frames import MarketInfo
 
 FILL_MODES = ("book", "mid")
 SHARE_STEP = 0.01
@@ -162,7 +162,8 @@ class PositionRules:
     """The engine's action -> order rules over a broker's `buy` and `sell` (paper or live).
 
     A subclass provides `buy(token, book, dollars, info)` and `sell(token, book, shares, info)`, each a
-    Fill or None when nothing traded (counted by the subclass), and `skipped` with `dust_shares`.
+    Fill or None when nothing traded (counted by the subclass), and `skipped` with `dust_shares`; it may
+    replace an action before the rules apply it (`route`) and follow each position a buy opens (`opened`).
     """
 
     skipped: SkipCounts
@@ -172,6 +173,13 @@ class PositionRules:
 
     def sell(self, token_id: str, book: Book | None, shares: float, info: MarketInfo) -> Fill | None:
         raise NotImplementedError
+
+    def route(self, action: Action, info: MarketInfo, position: Position | None) -> Action:
+        """The action to apply in place of the strategy's (HOLD sends nothing); paper brokers keep it."""
+        return action
+
+    def opened(self, position: Position) -> None:
+        """A buy opened `position` (a broker that must correct it later keeps it)."""
 
     def execute(
         self,
@@ -185,9 +193,9 @@ class PositionRules:
         prob: float,
         underlying_change: float,
     ) -> Execution:
-        """Apply one action with the position rules (`order_side`). A sale that trades nothing keeps the
-        position (the next exit decision tries again)."""
-        order = order_side(action, position)
+        """Apply one action (as `route` has it) with the position rules (`order_side`). A sale that trades
+        nothing keeps the position (the next exit decision tries again)."""
+        order = order_side(self.route(action, info, position), position)
         if order is None:
             return Execution(position)
         side, buying = order
@@ -209,6 +217,7 @@ class PositionRules:
                 time_remaining_at_entry=max(0.0, info.end - now),
                 prob_at_entry=prob,
             )
+            self.opened(opened)
             return Execution(opened, opened=True)
         assert position is not None  # order_side closes only a held position
         book = up_book if side == UP else down_book
@@ -231,6 +240,35 @@ class PositionRules:
             EXIT_CLOSE,
         )
         return Execution(None if full else position, record)
+
+    def close_at_book(
+        self,
+        info: MarketInfo,
+        position: Position,
+        up_book: Book | None,
+        down_book: Book | None,
+        now: float,
+        prob: float,
+        underlying_change: float,
+        reason: str,
+    ) -> TradeRecord:
+        """Close a position whatever happens (shutdown, unresolved market): sell what the bids take
+        (`sell_out`), then write off the rest at 0 — the honest value of shares nobody will buy."""
+        book = up_book if position.side == UP else down_book
+        sold, cash, fee = self.sell_out(info, position, book, reason)
+        held = position.shares
+        exit_price = cash / held if held > 0 else 0.0
+        return realize(position, held, cash, fee, exit_price if sold else 0.0, now, prob, underlying_change, reason)
+
+    def sell_out(
+        self, info: MarketInfo, position: Position, book: Book | None, reason: str
+    ) -> tuple[float, float, float]:
+        """Sell `position` into the bids once: (shares sold, USDC before the fee, fee). A broker that
+        retries, or first corrects `position` by the venue's news, does it here."""
+        fill = self.sell(position.token_id, book, position.shares, info)
+        if fill is None:
+            return 0.0, 0.0, 0.0
+        return fill.shares, fill.cash, fill.fee
 
 
 class PaperBroker(PositionRules):
@@ -337,25 +375,3 @@ class PaperBroker(PositionRules):
             self.skipped.empty_book += 1
             return None
         return Fill(sold, sold, cash, round(fee, 5), cash / sold, limit)
-
-    def close_at_book(
-        self,
-        info: MarketInfo,
-        position: Position,
-        up_book: Book | None,
-        down_book: Book | None,
-        now: float,
-        prob: float,
-        underlying_change: float,
-        reason: str,
-    ) -> TradeRecord:
-        """Close a position whatever happens (shutdown, unresolved market): sell what the bids take,
-        then write off the rest at 0 — the honest value of shares nobody will buy."""
-        book = up_book if position.side == UP else down_book
-        held = position.shares
-        fill = self.sell(position.token_id, book, held, info)
-        sold = fill.shares if fill is not None else 0.0
-        cash = fill.cash if fill is not None else 0.0
-        fee = fill.fee if fill is not None else 0.0
-        exit_price = cash / held if held > 0 else 0.0
-        return realize(position, held, cash, fee, exit_price if sold else 0.0, now, prob, underlying_change, reason)

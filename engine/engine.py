@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, Frame, MarketInfo
 from engine.broker import PaperBroker, order_limit, order_side, within_limit
 from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, UP, Position, TradeRecord, settle
 from engine.progress import Series, run_progress
@@ -36,7 +37,6 @@ from engine.report import RunStats, build_report
 from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
 from strategies.base import Action, MarketState, Strategy
-from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, Frame, MarketInfo
 
 _END = object()  # pump -> loop: the source is exhausted
 _YIELD_EVERY = 512  # frames between event-loop yields on virtual sources (lets stop() and the dashboard run)

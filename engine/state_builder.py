@@ -18,9 +18,9 @@ import operator
 from collections import deque
 from typing import Any
 
+from core.frames import WINDOW_SECONDS, MarketInfo
 from engine.positions import UP, Position
 from strategies.base import MarketState
-from streamers.frames import WINDOW_SECONDS, MarketInfo
 
 PROB_HISTORY = 30
 _MIN_VOL_SAMPLES = 20

@@ -14,10 +14,10 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from core.frames import ASSETS
 from sim.faults import FaultSpec
 from sim.profiles import ProfileError, load_profile
 from sim.servers import SimServers
-from streamers.frames import ASSETS
 
 
 class _ArgumentParser(argparse.ArgumentParser):

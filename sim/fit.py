@@ -38,10 +38,10 @@ from pathlib import Path
 
 import numpy as np
 
+from core.frames import ASSETS, Frame
 from sim.model import WINDOW, ModelParams
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from sim.source import SimSource
-from streamers.frames import ASSETS, Frame
 from streamers.recording import RecordingError
 from streamers.recording_stats import (
     RTDS_DELAY_MIN_S,
@@ -417,7 +417,8 @@ class _Parser(argparse.ArgumentParser):
         raise FitError(f"{message} (see python -m sim.fit --help)")
 
 
-def _seeds(text: str) -> list[int]:
+def seed_list(text: str) -> list[int]:
+    """argparse type: a comma list of simulator seeds (also read by benchmarks.calibration)."""
     try:
         seeds = [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
@@ -444,7 +445,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--base", default=DEFAULT_PROFILE, help="profile whose values the fit starts from and keeps")
     p.add_argument("--name", default=None, help="the profile's name (default: the --out file's stem)")
     p.add_argument("--rounds", type=_count, default=4, help="twin runs of the simulated stage (0: direct only)")
-    p.add_argument("--sim-seeds", type=_seeds, default=[1, 2], help="seeds of the twin runs")
+    p.add_argument("--sim-seeds", type=seed_list, default=[1, 2], help="seeds of the twin runs")
     p.add_argument("--sim-windows", type=_count, default=4, help="15-minute windows per twin seed")
     try:
         args = p.parse_args(argv)

@@ -3,24 +3,33 @@
 The generator advances one simulated second at a time: it draws every asset's index, trades and
 books for that second, sorts the second's messages by time and yields them. Snapshots served
 between messages (REST bodies, the `book` sent on subscribe) reflect what has been yielded so far.
+Binance's messages come from `sim/binance_feed.py`; the RTDS Chainlink ticks and the Polymarket
+markets (listing, the maker's quotes, trades, resolution) are drawn here.
 """
 
 from __future__ import annotations
 
 import hashlib
-import math
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from core.frames import (
+    ASSETS,
+    FEED_DISCOVERY,
+    FEED_POLYMARKET,
+    FEED_RTDS,
+    MarketInfo,
+)
+from sim import binance_feed as binance
 from sim import messages as M
+from sim.binance_feed import MAX_KLINES, AssetState
 from sim.faults import FaultSpec
+from sim.messages import Entry, SimEvent
 from sim.model import (
     ASSET_PARAMS,
     WINDOW,
-    AssetParams,
     AssetPath,
     ModelParams,
     Quoter,
@@ -29,37 +38,15 @@ from sim.model import (
     UpBook,
 )
 from sim.profiles import SimProfile, load_profile
-from streamers.frames import (
-    ASSETS,
-    FEED_DISCOVERY,
-    FEED_FUTURES_MARKET,
-    FEED_FUTURES_PUBLIC,
-    FEED_POLYMARKET,
-    FEED_RTDS,
-    FEED_SPOT,
-    MarketInfo,
-)
 
 EPOCH = 1767225600  # 2026-01-01 00:00 UTC, a multiple of the window
 HISTORY_S = 7200  # futures history before start_time (120 closed 1m klines)
 LIST_AHEAD_S = 60  # a market is listed this long before its window starts
 DROP_AFTER_S = 10  # and leaves the discovery list this long after its end
 KEEP_WINDOWS = 3  # ended markets kept for REST look-ups
-MAX_KLINES = 1500  # Binance's own limit per request
 FEE_RATE = 0.07
 NOMINAL_TICK = 0.01
-FUNDING_PERIOD_MS = 8 * 3600 * 1000
 _ASSET_CODE = {"BTC": 0, "ETH": 1, "SOL": 2, "XRP": 3}
-
-
-@dataclass(slots=True)  # not frozen: built for every message, and frozen __init__ costs ~6x
-class SimEvent:
-    t: float  # sim time, unix seconds
-    feed: str  # one of streamers.frames.FEEDS except "discovery"
-    msg: str  # exact text the venue would send on that socket
-    stream: str | None  # Binance stream name (e.g. "btcusdt@aggTrade") for routing
-    asset_ids: tuple[str, ...] = ()  # Polymarket token ids this message concerns
-    symbol: str | None = None  # RTDS symbol, e.g. "btc/usd"
 
 
 @dataclass(slots=True)
@@ -79,24 +66,6 @@ class _PolyMarket:
     resolved_at: float | None = None
     last_trade: int = 500
     hash_n: int = 0
-
-
-@dataclass(slots=True)
-class _AssetState:
-    params: AssetParams
-    path: AssetPath
-    pool: RandomPool
-    bar: M.KlineBar
-    klines: deque[M.KlineBar] = field(default_factory=lambda: deque(maxlen=MAX_KLINES))
-    agg_id: int = 0
-    trade_id: int = 0
-    spot_agg_id: int = 0
-    spot_trade_id: int = 0
-    book_id: int = 0
-    last_trade: float = 0.0
-
-
-_Entry = tuple[float, SimEvent | None, Callable[[], None] | None]
 
 
 def _digits(seed: int, *parts: object) -> bytes:
@@ -128,7 +97,7 @@ class SimMarket:
         self.start_time = EPOCH + WINDOW * ((self.seed % 10000) * 97)
         self._now = float(self.start_time)
         self._sec = self.start_time
-        self._assets: dict[str, _AssetState] = {}
+        self._assets: dict[str, AssetState] = {}
         self._quoters: dict[str, Quoter] = {}
         self._markets: dict[str, _PolyMarket] = {}  # condition id -> market
         self._by_slug: dict[str, _PolyMarket] = {}
@@ -141,7 +110,7 @@ class SimMarket:
 
     # ------------------------------------------------------------ construction
 
-    def _new_asset(self, asset: str) -> _AssetState:
+    def _new_asset(self, asset: str) -> AssetState:
         p = self.profile.asset_params(asset)
         code = _ASSET_CODE[asset]
         rng = np.random.default_rng([self.seed, code])
@@ -152,33 +121,12 @@ class SimMarket:
         path = AssetPath(p, self.model, rng, t0, keep_s=HISTORY_S + WINDOW, delay=delay, aux_rng=aux)
         path.ensure(self.start_time + WINDOW)
         pool = RandomPool(rng)
-        st = _AssetState(params=p, path=path, pool=pool, bar=M.KlineBar(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
+        st = AssetState(p, self.model, path, pool, M.KlineBar(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0))
         for minute in range(t0, self.start_time, 60):
-            st.klines.append(self._history_bar(st, minute))
+            st.klines.append(binance.history_bar(st, minute))
         st.last_trade = st.klines[-1].close
-        st.bar = self._open_bar(st, self.start_time)
+        st.bar = binance.open_bar(st, self.start_time)
         return st
-
-    def _history_bar(self, st: _AssetState, minute: int) -> M.KlineBar:
-        """A closed warm-up bar from the per-second futures price (no trade messages before start)."""
-        path, pool, p = st.path, st.pool, st.params
-        prices = [round(path.futures(float(s)) / p.tick) * p.tick for s in range(minute, minute + 60)]
-        n = 40 + int(pool.uniform() * 160)
-        vol = sum(pool.lognormal(p.median_qty, 1.2) for _ in range(8)) * n / 8.0
-        buy = vol * (0.4 + 0.2 * pool.uniform())
-        vwap = sum(prices) / 60.0
-        first = st.trade_id
-        st.trade_id += n
-        st.agg_id += n // 2
-        return M.KlineBar(
-            minute * 1000, prices[0], max(prices), min(prices), prices[-1],
-            vol, vol * vwap, buy, buy * vwap, n, first, st.trade_id - 1,
-        )  # fmt: skip
-
-    @staticmethod
-    def _open_bar(st: _AssetState, minute: int) -> M.KlineBar:
-        c = st.last_trade
-        return M.KlineBar(minute * 1000, c, c, c, c, 0.0, 0.0, 0.0, 0.0, 0, st.trade_id, st.trade_id - 1)
 
     def _list_market(self, asset: str, start: int) -> _PolyMarket:
         p = ASSET_PARAMS[asset]
@@ -233,7 +181,7 @@ class SimMarket:
         garbage = self.faults.garbage
         fault = self._fault_pool
         while True:
-            batch: list[_Entry] = []
+            batch: list[Entry] = []
             s = self._sec
             for a in self.assets:
                 self._asset_second(self._assets[a], s, batch)
@@ -256,163 +204,35 @@ class SimMarket:
                     yield SimEvent(t, ev.feed, ev.msg[: len(ev.msg) // 2], ev.stream, ev.asset_ids, ev.symbol)
             self._sec = s + 1
 
-    def _asset_second(self, st: _AssetState, s: int, out: list[_Entry]) -> None:
-        p, path, pool, m = st.params, st.path, st.pool, self.model
-        path.ensure(s + max(0, m.flow_offset_s) + m.flow_horizon_s + 2)
-        idx = path.price(s)
+    def _asset_second(self, st: AssetState, s: int, out: list[Entry]) -> None:
+        """Every message of one asset for second s: one emitter per feed, always called in this order, so
+        the draws from the asset's pool (and a seeded run) repeat exactly."""
+        m = self.model
+        st.path.ensure(s + max(0, m.flow_offset_s) + m.flow_horizon_s + 2)
+        t_rtds = self._chainlink(st, s, out)
+        p_buy = binance.taker_buy_prob(st, s)
+        binance.futures_trades(st, s, p_buy, out)
+        fut = binance.futures_book(st, s, out)
+        binance.mark_price(st, s, out)
+        binance.liquidation(st, s, fut, out)
+        binance.spot_trades(st, s, p_buy, out)
+        self._polymarket_second(st, s, t_rtds, out)
 
-        # RTDS chainlink: the index at exactly second s, published a little later
-        lo, hi = m.rtds_delay_s
-        t_rtds = s + lo + (hi - lo) * pool.uniform()
-        value = round(idx, 8)
+    def _chainlink(self, st: AssetState, s: int, out: list[Entry]) -> float:
+        """RTDS chainlink: the index at exactly second s, published a little later; its publication time."""
+        p = st.params
+        lo, hi = self.model.rtds_delay_s
+        t_rtds = s + lo + (hi - lo) * st.pool.uniform()
+        value = round(st.path.price(s), 8)
         out.append((t_rtds, SimEvent(
             t_rtds, FEED_RTDS, M.rtds_chainlink(p.rtds_symbol, int(t_rtds * 1000), s * 1000, value),
             None, (), p.rtds_symbol,
         ), None))  # fmt: skip
-
-        # Binance futures trades, flow tilted toward an index move (the coming one in `lagged`)
-        s0 = s + m.flow_offset_s
-        move = path.price(s0 + m.flow_horizon_s) - path.price(s0)
-        scale = idx * (path.sigma(s) * math.sqrt(m.flow_horizon_s) + 1e-9)
-        p_buy = 0.5 + m.flow_tilt * math.tanh(move / scale)
-        p2, p3 = m.futures_extra_trade_probs
-        n_trades = 1 + (pool.uniform() < p2) + (pool.uniform() < p3)
-        times = sorted(s + 0.99 * pool.uniform() for _ in range(n_trades))
-        t_k = s + 0.25 + 0.5 * pool.uniform() if s % 2 == 0 else s + 2.0
-        for t in times:
-            if t_k <= t:
-                self._kline_update(st, t_k, False, out)
-                t_k = s + 2.0
-            self._futures_trade(st, t, pool.uniform() < p_buy, out)
-        if t_k < s + 1:
-            self._kline_update(st, t_k, False, out)
-        if (s + 1) % 60 == 0:
-            # the closing update of this minute, just after its last trade, then a fresh bar
-            self._kline_update(st, s + 0.995, True, out)
-            st.klines.append(st.bar)
-            st.bar = self._open_bar(st, s + 1)
-
-        # futures top of book, depth5 and bookTicker
-        t_d = s + 0.5 + 0.1 * pool.uniform()
-        e_d = int(t_d * 1000)
-        fut = path.futures(t_d)
-        bid = math.floor(fut / p.tick) * p.tick
-        pd, qd = p.price_decimals, p.qty_decimals
-        pf, qf = f".{pd}f", f".{qd}f"  # format specs built once for the 20 numbers below
-        depth_qty = p.median_qty * 8
-        bids = [(format(bid - i * p.tick, pf), format(pool.lognormal(depth_qty, 1.0), qf)) for i in range(5)]
-        asks = [(format(bid + (i + 1) * p.tick, pf), format(pool.lognormal(depth_qty, 1.0), qf)) for i in range(5)]
-        first = st.book_id + 1
-        st.book_id += 3 + int(pool.uniform() * 40)
-        out.append((t_d, SimEvent(
-            t_d, FEED_FUTURES_PUBLIC, M.futures_depth5(p, e_d, e_d - 2, first, st.book_id, first - 1, bids, asks),
-            f"{p.symbol}@depth5@100ms",
-        ), None))  # fmt: skip
-        t_b = t_d + 0.002
-        e_b = int(t_b * 1000)
-        out.append((t_b, SimEvent(
-            t_b, FEED_FUTURES_PUBLIC,
-            M.futures_book_ticker(p, st.book_id - 1, e_b, e_b - 1, bids[0][0], bids[0][1], asks[0][0], asks[0][1]),
-            f"{p.symbol}@bookTicker",
-        ), None))  # fmt: skip
-
-        # markPrice@1s
-        t_m = s + 0.001
-        basis = path.basis(float(s))
-        mark = path.futures(float(s))
-        if path.delay:  # Binance's own index, as late as its futures
-            idx = mark / (1.0 + basis)
-        next_funding = (s * 1000 // FUNDING_PERIOD_MS + 1) * FUNDING_PERIOD_MS
-        out.append((t_m, SimEvent(
-            t_m, FEED_FUTURES_MARKET,
-            M.futures_mark_price(p, s * 1000, f"{mark:.{pd}f}", f"{idx:.{pd + 6}f}", f"{idx:.{pd + 6}f}",
-                                 f"{max(min(basis * 0.5, 0.003), -0.003):.8f}", next_funding),
-            f"{p.symbol}@markPrice@1s",
-        ), None))  # fmt: skip
-
-        # occasional liquidation
-        if pool.uniform() < m.liquidation_prob:
-            t_f = s + pool.uniform()
-            side = "SELL" if pool.uniform() < 0.5 else "BUY"
-            px = f"{fut * (0.999 if side == 'SELL' else 1.001):.{pd}f}"
-            qty = f"{pool.lognormal(p.median_qty * 20, 1.0):.{qd}f}"
-            out.append((t_f, SimEvent(
-                t_f, FEED_FUTURES_MARKET, M.futures_force_order(p, int(t_f * 1000), side, qty, px, px),
-                f"{p.symbol}@forceOrder",
-            ), None))  # fmt: skip
-
-        # spot aggTrade near the futures price
-        n_spot = 1 if pool.uniform() < 1.0 - m.spot_second_trade_prob else 2
-        for _ in range(n_spot):
-            t_s = s + pool.uniform()
-            price = path.futures(t_s) / (1.0 + path.basis(t_s)) * (1.0 + m.spot_noise * pool.normal())
-            maker = pool.uniform() >= p_buy
-            n_fill = 1 + int(pool.uniform() * 3)
-            st.spot_agg_id += 1
-            first_id = st.spot_trade_id + 1
-            st.spot_trade_id += n_fill
-            e_s = int(t_s * 1000)
-            out.append((t_s, SimEvent(
-                t_s, FEED_SPOT,
-                M.spot_agg_trade(p, e_s, st.spot_agg_id, f"{price:.{pd}f}",
-                                 f"{self._qty(st):.{qd}f}", first_id, st.spot_trade_id, e_s - 1, maker),
-                f"{p.symbol}@aggTrade",
-            ), None))  # fmt: skip
-
-        self._polymarket_second(st, s, t_rtds, out)
-
-    @staticmethod
-    def _kline_update(st: _AssetState, t: float, closed: bool, out: list[_Entry]) -> None:
-        p = st.params
-        msg = M.futures_kline(p, int(t * 1000), st.bar, closed)
-        out.append((t, SimEvent(t, FEED_FUTURES_MARKET, msg, f"{p.symbol}@kline_1m"), None))
-
-    def _qty(self, st: _AssetState) -> float:
-        p, pool = st.params, st.pool
-        q = pool.lognormal(p.median_qty, 1.3)
-        if pool.uniform() < 0.02:
-            q *= 1.0 + 20.0 * pool.uniform()  # a heavy tail of block trades
-        step = 10.0 ** -p.qty_decimals
-        return max(step, round(q / step) * step)
-
-    def _futures_trade(self, st: _AssetState, t: float, buy: bool, out: list[_Entry]) -> None:
-        p, pool = st.params, st.pool
-        fair = st.path.futures(t) * (1.0 + self.model.futures_noise * pool.normal())
-        steps = fair / p.tick
-        price = (math.ceil(steps) if buy else math.floor(steps)) * p.tick
-        qty = self._qty(st)
-        n_fill = 1 + int(pool.uniform() * 4)
-        st.agg_id += 1
-        first = st.trade_id + 1
-        st.trade_id += n_fill
-        e_ms = int(t * 1000)
-        pd, qd = p.price_decimals, p.qty_decimals
-        price_s, qty_s = f"{price:.{pd}f}", f"{qty:.{qd}f}"
-        out.append((t, SimEvent(
-            t, FEED_FUTURES_MARKET,
-            M.futures_agg_trade(p, e_ms, st.agg_id, price_s, qty_s, first, st.trade_id, e_ms - 1, not buy),
-            f"{p.symbol}@aggTrade",
-        ), None))  # fmt: skip
-        price = float(price_s)
-        bar = st.bar
-        if bar.trades == 0:
-            bar.open = bar.high = bar.low = price
-            bar.first_id = first
-        bar.high = max(bar.high, price)
-        bar.low = min(bar.low, price)
-        bar.close = price
-        bar.volume += qty
-        bar.quote_volume += qty * price
-        if buy:
-            bar.taker_buy_volume += qty
-            bar.taker_buy_quote += qty * price
-        bar.trades += n_fill
-        bar.last_id = st.trade_id
-        st.last_trade = price
+        return t_rtds
 
     # ------------------------------------------------------------ Polymarket
 
-    def _polymarket_second(self, st: _AssetState, s: int, t_rtds: float, out: list[_Entry]) -> None:
+    def _polymarket_second(self, st: AssetState, s: int, t_rtds: float, out: list[Entry]) -> None:
         asset = st.params.asset
         path, pool = st.path, st.pool
         next_start = s - s % WINDOW + WINDOW
@@ -452,7 +272,7 @@ class SimMarket:
             if pool.uniform() < model.last_trade_prob:
                 self._last_trade(mk, s + pool.uniform(), pool, out)
 
-    def _emit_listing(self, mk: _PolyMarket, t: float, out: list[_Entry]) -> None:
+    def _emit_listing(self, mk: _PolyMarket, t: float, out: list[Entry]) -> None:
         meta = mk.meta
         ms = int(t * 1000)
         ids = (meta.token_up, meta.token_down)
@@ -461,7 +281,7 @@ class SimMarket:
         for token in ids:
             out.append((t, SimEvent(t, FEED_POLYMARKET, self._book_text(mk, token, ms, ws=True), None, (token,)), None))
 
-    def _resolve(self, mk: _PolyMarket, s: int, t_rtds: float, out: list[_Entry]) -> None:
+    def _resolve(self, mk: _PolyMarket, s: int, t_rtds: float, out: list[Entry]) -> None:
         path = self._assets[mk.meta.asset].path
         final = round(path.price(s), 8)
         assert mk.strike is not None  # set when the window started
@@ -475,7 +295,7 @@ class SimMarket:
         msg = M.pm_market_resolved(meta, up_won, int(t * 1000))
         out.append((t, SimEvent(t, FEED_POLYMARKET, msg, None, (meta.token_up, meta.token_down)), settle))
 
-    def _quote(self, mk: _PolyMarket, fair: float, t: float, out: list[_Entry]) -> None:
+    def _quote(self, mk: _PolyMarket, fair: float, t: float, out: list[Entry]) -> None:
         quoter = self._quoters[mk.meta.asset]
         book = mk.book
         old_b, old_a, old_tick = dict(book.bids), dict(book.asks), book.tick
@@ -513,16 +333,16 @@ class SimMarket:
                 (meta.token_down,),
             ), None))  # fmt: skip
 
-    def _last_trade(self, mk: _PolyMarket, t: float, pool: RandomPool, out: list[_Entry]) -> None:
-        meta, book = mk.meta, mk.book
-        up_token = pool.uniform() < 0.5
-        taker_buy = pool.uniform() < 0.5
+    def _last_trade(self, mk: _PolyMarket, t: float, pool: RandomPool, out: list[Entry]) -> None:
+        meta, book, m = mk.meta, mk.book, self.model
+        up_token = pool.uniform() < m.last_trade_up_prob
+        taker_buy = pool.uniform() < m.last_trade_buy_prob
         bb, ba = book.best_bid, book.best_ask
         if up_token:
             token, price = meta.token_up, (ba if taker_buy else bb)
         else:
             token, price = meta.token_down, (1000 - bb if taker_buy else 1000 - ba)
-        size = round(pool.lognormal(40.0, 1.2), 2)
+        size = round(pool.lognormal(m.last_trade_size_median, m.last_trade_size_sigma), 2)
         mk.last_trade = price if up_token else 1000 - price
         side = "BUY" if taker_buy else "SELL"
         out.append((t, SimEvent(
@@ -627,7 +447,7 @@ class SimMarket:
         return "[" + ",".join(M.klines_rest_row(st.params, b) for b in bars[-limit:]) + "]"
 
 
-def _entry_time(e: _Entry) -> float:
+def _entry_time(e: Entry) -> float:
     return e[0]
 
 

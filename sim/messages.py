@@ -7,6 +7,7 @@ REST bodies go through json.dumps with compact separators.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -15,6 +16,20 @@ from sim.model import AssetParams
 FEE_SCHEDULE = {"exponent": 1, "rate": 0.07, "takerOnly": True, "rebateRate": 0.2}
 TAKER_BASE_FEE_BPS = 1000
 MIN_ORDER_SIZE = 5
+
+
+@dataclass(slots=True)  # not frozen: built for every message, and frozen __init__ costs ~6x
+class SimEvent:
+    t: float  # sim time, unix seconds
+    feed: str  # one of core.frames.FEEDS except "discovery"
+    msg: str  # exact text the venue would send on that socket
+    stream: str | None  # Binance stream name (e.g. "btcusdt@aggTrade") for routing
+    asset_ids: tuple[str, ...] = ()  # Polymarket token ids this message concerns
+    symbol: str | None = None  # RTDS symbol, e.g. "btc/usd"
+
+
+# what the simulator's emitters append for a second: (time, message or None, action to run at that time)
+Entry = tuple[float, SimEvent | None, Callable[[], None] | None]
 
 
 def _pm_price_text(milli: int) -> str:

@@ -68,7 +68,18 @@ class ModelParams:
     flow_horizon_s: int = 5  # ... over this many seconds ...
     flow_offset_s: int = 0  # ... starting this many seconds from now (0: the coming move; -horizon: the last one)
     futures_extra_trade_probs: tuple[float, float] = (0.65, 0.3)  # per second: a 2nd and a 3rd futures trade
+    trade_size_sigma: float = 1.3  # log-normal spread of futures and spot trade sizes around the asset's median
+    block_trade_prob: float = 0.02  # share of trades that are blocks ...
+    block_trade_scale: float = 20.0  # ... of up to 1 + this times their drawn size
+    kline_every_s: int = 2  # a kline_1m update every this many seconds (and the closing one each minute)
+    depth_size_median: float = 8.0  # size of a Binance depth level, in median trade sizes ...
+    depth_size_sigma: float = 1.0  # ... and its log-normal spread
+    funding_basis_share: float = 0.5  # the mark price's funding rate is this share of the basis ...
+    funding_rate_cap: float = 0.003  # ... capped at plus or minus this
     liquidation_prob: float = 0.003  # per second per asset
+    liquidation_sell_prob: float = 0.5  # share of liquidations that are forced sales (longs closed)
+    liquidation_size_median: float = 20.0  # a liquidation's size in median trade sizes (log-normal spread 1)
+    liquidation_slippage: float = 0.001  # a liquidation's price, this far through the futures price
     spot_second_trade_prob: float = 0.15  # per second per asset
     # the Polymarket maker
     lag_range_s: tuple[int, int] = (1, 8)  # per market: how many seconds behind the index the maker quotes
@@ -88,6 +99,10 @@ class ModelParams:
     size_sigma: float = 1.1  # log-normal spread of level sizes
     size_update_prob: float = 0.6  # per second, one level's size is re-drawn
     last_trade_prob: float = 0.15  # per second per market
+    last_trade_up_prob: float = 0.5  # share of those trades in the UP token
+    last_trade_buy_prob: float = 0.5  # share of those trades whose taker buys
+    last_trade_size_median: float = 40.0  # a trade's size, shares (at least 1) ...
+    last_trade_size_sigma: float = 1.2  # ... and its log-normal spread
 
 
 class RandomPool:

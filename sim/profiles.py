@@ -126,23 +126,29 @@ def _check(m: ModelParams, where: str) -> None:
     if any(p < 0 for p in probs) or abs(sum(probs) - 1.0) > 1e-6 or len(probs) < 2:
         raise ProfileError(f"{where}: spread_ticks_probs must be probabilities of 0, 1, 2, ... cents summing to 1")
     for name in ("jump_share", "spread_resample_prob", "size_update_prob", "last_trade_prob", "liquidation_prob",
-                 "spot_second_trade_prob", "requote_fraction"):
+                 "spot_second_trade_prob", "requote_fraction", "block_trade_prob", "liquidation_sell_prob",
+                 "liquidation_slippage", "last_trade_up_prob", "last_trade_buy_prob"):
         if not 0.0 <= getattr(m, name) <= 1.0:
             raise ProfileError(f"{where}: {name} must lie between 0 and 1, got {getattr(m, name)}")
     if not all(0.0 <= p <= 1.0 for p in m.futures_extra_trade_probs):
         raise ProfileError(f"{where}: futures_extra_trade_probs must be probabilities")
     for name in ("vol_half_life_s", "jump_rate_per_s", "season_decay_s", "basis_half_life_s",
-                 "basis_fast_half_life_s", "quote_noise_half_life_s", "maker_vol_scale", "size_median", "size_sigma"):
+                 "basis_fast_half_life_s", "quote_noise_half_life_s", "maker_vol_scale", "size_median", "size_sigma",
+                 "depth_size_median", "liquidation_size_median", "last_trade_size_median"):
         if not getattr(m, name) > 0:
             raise ProfileError(f"{where}: {name} must be above 0, got {getattr(m, name)}")
     for name in ("vol_of_vol", "season_boost", "basis_std", "basis_fast_std", "futures_noise", "spot_noise",
-                 "quote_noise_std", "requote_threshold", "catch_up_gap", "flow_tilt", "final_lag_per_s"):
+                 "quote_noise_std", "requote_threshold", "catch_up_gap", "flow_tilt", "final_lag_per_s",
+                 "trade_size_sigma", "block_trade_scale", "depth_size_sigma", "funding_basis_share", "funding_rate_cap",
+                 "last_trade_size_sigma"):
         if getattr(m, name) < 0:
             raise ProfileError(f"{where}: {name} must not be negative, got {getattr(m, name)}")
     if m.second_return_df != 0.0 and m.second_return_df <= 2.0:
         raise ProfileError(f"{where}: second_return_df must be 0 (normal moves) or above 2, got {m.second_return_df}")
-    if m.flow_horizon_s < 1 or m.book_levels < 1 or m.flow_offset_s < -600:
-        raise ProfileError(f"{where}: flow_horizon_s and book_levels must be at least 1, flow_offset_s above -600")
+    if m.flow_horizon_s < 1 or m.book_levels < 1 or m.kline_every_s < 1 or m.flow_offset_s < -600:
+        raise ProfileError(
+            f"{where}: flow_horizon_s, book_levels and kline_every_s must be at least 1, flow_offset_s above -600"
+        )
 
 
 LAGGED = SimProfile(

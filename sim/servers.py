@@ -5,7 +5,8 @@
 channel and REST, RTDS and Gamma, and returns the `UPDOWN_*` endpoint mapping. One pacing task walks
 `SimMarket.events()` and hands each event's text, when the clock reaches its time, to the outboxes of
 the connections that asked for it; one writer task per connection drains its outbox, so a slow client
-never holds up the others or the pacing.
+never holds up the others or the pacing. The connections, their router and the server-side faults are
+in `sim/connections.py`, the REST apps in `sim/rest.py`.
 """
 
 from __future__ import annotations
@@ -14,10 +15,7 @@ import asyncio
 import contextlib
 import logging
 import math
-import random
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -27,12 +25,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from engine.clock import RealClock
-from sim.faults import FaultSpec
-from sim.market import SimEvent, SimMarket
-from sim.profiles import SimProfile
-from streamers.endpoints import ENDPOINT_VARIABLES
-from streamers.frames import (
+from core.clock import RealClock
+from core.endpoints import ENDPOINT_VARIABLES
+from core.frames import (
     ASSETS,
     FEED_FUTURES_MARKET,
     FEED_FUTURES_PUBLIC,
@@ -40,24 +35,25 @@ from streamers.frames import (
     FEED_RTDS,
     FEED_SPOT,
 )
+from sim import rest
+from sim.connections import Conn, Faults, Router, ServerStats
+from sim.faults import FaultSpec
+from sim.market import SimMarket
+from sim.messages import SimEvent
+from sim.profiles import SimProfile
 
 log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
-# frames waiting for one client before it is cut off, so a stuck client cannot grow memory
-OUTBOX_LIMIT = 200_000
 # most events handed to outboxes before the pacing task lets the loop serve sockets again
 PACING_BATCH = 2_000
 # the CLOB market channel closes connections that never subscribe
 CLOB_SUBSCRIBE_TIMEOUT_S = 10.0
 # market-channel events only sent to subscribers that set custom_feature_enabled
 CUSTOM_FEATURE_EVENTS = frozenset({"best_bid_ask", "new_market", "market_resolved"})
-# a stall pauses one feed for this many seconds of clock time
-STALL_SECONDS = (2.0, 6.0)
 RTDS_ALL_SYMBOLS = "*"
 # falling this many clock seconds behind means the speed is more than the machine can serve
 LAG_WARNING_S = 30.0
-FEEDS_SERVED = (FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_SPOT, FEED_POLYMARKET, FEED_RTDS)
 
 # which feed a Binance futures websocket path serves; the unrouted legacy path only gets /public data
 FUTURES_WS_PATHS = {
@@ -67,132 +63,10 @@ FUTURES_WS_PATHS = {
 }
 SPOT_WS_PATHS = {"/stream": FEED_SPOT}
 
-_DROP = object()  # outbox marker: kill the connection here (the drop fault)
-
-
-@dataclass(slots=True)
-class ServerStats:
-    """Per-server counters, for tests and the console."""
-
-    connections: int = 0  # websocket connections accepted, or REST requests served
-    messages: int = 0  # websocket frames sent, or REST responses
-    dropped: int = 0  # connections killed by the drop fault (or for being too slow)
-
-
-class _Conn:
-    """One websocket client: what it asked for, and the frames waiting to be written to it."""
-
-    __slots__ = ("custom_features", "feed", "keys", "outbox", "server", "stats", "wake", "ws")
-
-    def __init__(self, ws: ServerConnection, feed: str, server: str, stats: ServerStats) -> None:
-        self.ws = ws
-        self.feed = feed
-        self.server = server
-        self.stats = stats
-        self.keys: set[str] = set()
-        self.custom_features = False
-        self.outbox: deque[object] = deque()
-        self.wake = asyncio.Event()
-
-    def push(self, item: object) -> None:
-        if len(self.outbox) >= OUTBOX_LIMIT:
-            # a client this far behind is cut off, as real venues do with slow consumers
-            self.outbox.clear()
-            self.stats.dropped += 1
-            self.ws.transport.abort()
-            return
-        self.outbox.append(item)
-        self.wake.set()
-
-    async def write_forever(self) -> None:
-        """Drain the outbox in order; a `_DROP` marker aborts the TCP connection mid-stream."""
-        ws = self.ws
-        while True:
-            await self.wake.wait()
-            self.wake.clear()
-            while self.outbox:
-                item = self.outbox.popleft()
-                if item is _DROP:
-                    self.stats.dropped += 1
-                    ws.transport.abort()
-                    return
-                await ws.send(item)  # type: ignore[arg-type]
-                self.stats.messages += 1
-
-    def on_writer_done(self, task: asyncio.Task) -> None:
-        """A writer that stops on its own (dropped, too slow, crashed) takes the connection down with it."""
-        if not task.cancelled():
-            self.ws.transport.abort()
-
-
-class _Router:
-    """(feed, key) -> connections; key is a stream name, a token id or an RTDS symbol."""
-
-    def __init__(self) -> None:
-        self._subs: dict[tuple[str, str], set[_Conn]] = {}
-
-    def add(self, conn: _Conn, keys: Iterable[str]) -> list[str]:
-        """Subscribe; returns the keys that were new for this connection."""
-        added = []
-        for key in keys:
-            if key not in conn.keys:
-                conn.keys.add(key)
-                self._subs.setdefault((conn.feed, key), set()).add(conn)
-                added.append(key)
-        return added
-
-    def remove(self, conn: _Conn, keys: Iterable[str]) -> None:
-        for key in keys:
-            conn.keys.discard(key)
-            subscribers = self._subs.get((conn.feed, key))
-            if subscribers is not None:
-                subscribers.discard(conn)
-                if not subscribers:
-                    del self._subs[(conn.feed, key)]
-
-    def forget(self, conn: _Conn) -> None:
-        self.remove(conn, list(conn.keys))
-
-    def subscribers(self, feed: str, key: str) -> set[_Conn]:
-        return self._subs.get((feed, key), set())
-
-
-class _Faults:
-    """Seeded server-side faults: drop a connection, stall a feed (SimMarket itself injects garbage)."""
-
-    def __init__(self, spec: FaultSpec | None, seed: int) -> None:
-        self.drop = spec.drop if spec is not None else 0.0
-        self.stall = spec.stall if spec is not None else 0.0
-        self._rng = random.Random(f"sim-faults-{seed}")
-        self.stalled_until = dict.fromkeys(FEEDS_SERVED, 0.0)
-        self.held: dict[str, deque[SimEvent]] = {feed: deque() for feed in FEEDS_SERVED}
-        self.stalls = 0
-
-    def deliver(self, conn: _Conn, msg: str) -> None:
-        """Push one message to a connection; with probability `drop` the connection dies right after it."""
-        conn.push(msg)
-        if self._rng.random() < self.drop:
-            conn.push(_DROP)
-
-    def is_stalled(self, feed: str, now: float) -> bool:
-        """Whether `feed` is paused at clock time `now`; each message may start a new pause."""
-        if now < self.stalled_until[feed]:
-            return True
-        if self._rng.random() < self.stall:
-            self.stalled_until[feed] = now + self._rng.uniform(*STALL_SECONDS)
-            self.stalls += 1
-            return True
-        return False
-
-
 def _report_pacer_end(task: asyncio.Task) -> None:
     """The event stream is infinite, so a pacer that ends on its own has crashed: say so."""
     if not task.cancelled() and task.exception() is not None:
         log.error("simulator pacing stopped: %r", task.exception())
-
-
-def _json_response(body: str | bytes, status: int = 200) -> web.Response:
-    return web.Response(body=body, status=status, content_type="application/json")
 
 
 def _event_type(msg: str) -> str | None:
@@ -253,13 +127,13 @@ class SimServers:
         self.clob_subscribe_timeout_s = CLOB_SUBSCRIBE_TIMEOUT_S
         self.events_paced = 0  # events handed to the router (delivered, or nobody asked for them)
         self.last_event_time: float | None = None  # market time of the latest of those
-        self._open: set[_Conn] = set()
+        self._open: set[Conn] = set()
         self._pause_requested = False
         self._warned_behind = False
         self._parked = asyncio.Event()
         self._resume = asyncio.Event()
-        self._faults = _Faults(faults, seed)
-        self._router = _Router()
+        self._faults = Faults(faults, seed)
+        self._router = Router()
         self._symbols = {f"{asset}USDT" for asset in self.assets}
         self._ws_servers: list[Server] = []
         self._runners: list[web.AppRunner] = []
@@ -270,12 +144,14 @@ class SimServers:
     async def start(self) -> dict[str, str]:
         """Open every server and start pacing; returns `UPDOWN_*` variable -> base URL."""
         urls = {
-            "gamma": await self._serve_rest(self._gamma_app()),
-            "clob": await self._serve_rest(self._clob_rest_app()),
+            "gamma": await self._serve_rest(rest.gamma_app(self.sim, lambda: self.clock.now(), self.stats["gamma"])),
+            "clob": await self._serve_rest(rest.clob_rest_app(self.sim, self.stats["clob_rest"])),
             "clob_ws": await self._serve_ws(self._clob_handler, {"/ws/market"}),
             "rtds_ws": await self._serve_ws(self._rtds_handler, None),
             "binance_futures_ws": await self._serve_ws(self._futures_handler, set(FUTURES_WS_PATHS)),
-            "binance_futures_rest": await self._serve_rest(self._futures_rest_app()),
+            "binance_futures_rest": await self._serve_rest(
+                rest.futures_rest_app(self.sim, self._symbols, self.stats["binance_futures_rest"])
+            ),
             "binance_spot_ws": await self._serve_ws(self._spot_handler, set(SPOT_WS_PATHS)),
         }
         endpoints = {ENDPOINT_VARIABLES[name][0]: url for name, url in urls.items()}
@@ -421,7 +297,7 @@ class SimServers:
         feed = event.feed
         router = self._router
         if feed == FEED_POLYMARKET:
-            targets: set[_Conn] = set()
+            targets: set[Conn] = set()
             if "new_market" in event.msg and _event_type(event.msg) == "new_market":
                 # announces a market nobody can have subscribed to yet: every custom-feature subscriber gets it
                 targets = {c for c in self._open if c.feed == FEED_POLYMARKET and c.custom_features}
@@ -454,7 +330,7 @@ class SimServers:
 
     # ---- websocket handlers ----------------------------------------------------------------------
 
-    async def _run_conn(self, conn: _Conn, reader: Awaitable[None]) -> None:
+    async def _run_conn(self, conn: Conn, reader: Awaitable[None]) -> None:
         """Run a connection's writer beside its reader; whichever ends first ends both."""
         conn.stats.connections += 1
         self._open.add(conn)
@@ -484,12 +360,12 @@ class SimServers:
         delivered, which is how the real routed endpoints fail.
         """
         url = urlsplit(ws.request.path)
-        conn = _Conn(ws, paths[url.path], server, self.stats[server])
+        conn = Conn(ws, paths[url.path], server, self.stats[server])
         streams = [s for value in parse_qs(url.query).get("streams", []) for s in value.split("/") if s]
         self._router.add(conn, streams)
         await self._run_conn(conn, self._binance_reader(conn))
 
-    async def _binance_reader(self, conn: _Conn) -> None:
+    async def _binance_reader(self, conn: Conn) -> None:
         async for raw in conn.ws:
             try:
                 request = orjson.loads(raw)
@@ -513,10 +389,10 @@ class SimServers:
                 conn.push(orjson.dumps({"code": 2, "msg": f"Invalid request: unknown method {method!r}"}).decode())
 
     async def _clob_handler(self, ws: ServerConnection) -> None:
-        conn = _Conn(ws, FEED_POLYMARKET, "clob_ws", self.stats["clob_ws"])
+        conn = Conn(ws, FEED_POLYMARKET, "clob_ws", self.stats["clob_ws"])
         await self._run_conn(conn, self._clob_reader(conn))
 
-    async def _clob_reader(self, conn: _Conn) -> None:
+    async def _clob_reader(self, conn: Conn) -> None:
         """Market channel: first frame subscribes (else closed after 10 s), then dynamic (un)subscribe."""
         ws = conn.ws
         loop = asyncio.get_running_loop()
@@ -563,10 +439,10 @@ class SimServers:
                 conn.push("[" + ",".join(books) + "]")
 
     async def _rtds_handler(self, ws: ServerConnection) -> None:
-        conn = _Conn(ws, FEED_RTDS, "rtds_ws", self.stats["rtds_ws"])
+        conn = Conn(ws, FEED_RTDS, "rtds_ws", self.stats["rtds_ws"])
         await self._run_conn(conn, self._rtds_reader(conn))
 
-    async def _rtds_reader(self, conn: _Conn) -> None:
+    async def _rtds_reader(self, conn: Conn) -> None:
         async for raw in conn.ws:
             if raw in ("ping", "PING"):
                 conn.push("pong" if raw == "ping" else "PONG")
@@ -582,81 +458,3 @@ class SimServers:
                 self._router.add(conn, symbols)
             elif request.get("action") == "unsubscribe":
                 self._router.remove(conn, symbols)
-
-    # ---- REST ------------------------------------------------------------------------------------
-
-    def _counted(self, stats: ServerStats, handler):
-        async def counted(request: web.Request) -> web.StreamResponse:
-            stats.connections += 1
-            response = await handler(request)
-            stats.messages += 1
-            return response
-
-        return counted
-
-    def _gamma_app(self) -> web.Application:
-        stats = self.stats["gamma"]
-
-        async def events(request: web.Request) -> web.Response:
-            body = self.sim.gamma_event_json(request.query.get("slug", ""), self.clock.now())
-            return _json_response(body or "[]")
-
-        async def markets(request: web.Request) -> web.Response:
-            body = self.sim.gamma_markets_json(request.query.get("slug", ""), self.clock.now())
-            return _json_response(body or "[]")
-
-        app = web.Application()
-        app.router.add_get("/events", self._counted(stats, events))
-        app.router.add_get("/markets", self._counted(stats, markets))
-        return app
-
-    def _clob_rest_app(self) -> web.Application:
-        stats = self.stats["clob_rest"]
-
-        async def market(request: web.Request) -> web.Response:
-            body = self.sim.clob_market_json(request.match_info["condition_id"])
-            if body is None:
-                return _json_response(b'{"error":"market not found"}', status=404)
-            return _json_response(body)
-
-        async def book(request: web.Request) -> web.Response:
-            token_id = request.query.get("token_id", "")
-            if not token_id:
-                return _json_response(b'{"error":"Invalid token id"}', status=400)
-            body = self.sim.book_json(token_id)
-            if body is None:
-                return _json_response(
-                    b'{"error":"No orderbook exists for the requested token id"}', status=404
-                )
-            return _json_response(body)
-
-        app = web.Application()
-        app.router.add_get("/markets/{condition_id}", self._counted(stats, market))
-        app.router.add_get("/book", self._counted(stats, book))
-        return app
-
-    def _futures_rest_app(self) -> web.Application:
-        stats = self.stats["binance_futures_rest"]
-
-        async def klines(request: web.Request) -> web.Response:
-            query = request.query
-            symbol = query.get("symbol", "")
-            if symbol not in self._symbols:
-                return _json_response(b'{"code":-1121,"msg":"Invalid symbol."}', status=400)
-            if query.get("interval") != "1m":
-                return _json_response(b'{"code":-1120,"msg":"Invalid interval."}', status=400)
-            try:
-                limit = int(query.get("limit", "500"))
-                end_time = int(query["endTime"]) if "endTime" in query else None
-            except ValueError:
-                return _json_response(
-                    b'{"code":-1100,"msg":"Illegal characters found in a parameter."}', status=400
-                )
-            if not 1 <= limit <= 1500:
-                return _json_response(b'{"code":-1130,"msg":"Data sent for parameter \'limit\' is not valid."}', 400)
-            # the simulator caps the bars at its own time, as the venue only has closed bars up to now
-            return _json_response(self.sim.klines_rest_body(symbol, end_time, limit))
-
-        app = web.Application()
-        app.router.add_get("/fapi/v1/klines", self._counted(stats, klines))
-        return app

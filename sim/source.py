@@ -23,10 +23,10 @@ from dataclasses import fields
 from pathlib import Path
 from typing import BinaryIO
 
+from core.frames import ASSETS, FEED_DISCOVERY, FEED_FUTURES_MARKET, Frame
 from sim.faults import FaultSpec
 from sim.market import SimMarket
 from sim.profiles import SimProfile
-from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_FUTURES_MARKET, Frame
 
 WARMUP_KLINES = 120  # 1m bars of futures history before start_time (the features need 61)
 YIELD_EVERY = 512  # frames between cooperative yields to the event loop

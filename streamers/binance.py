@@ -10,9 +10,7 @@ from dataclasses import dataclass
 
 import orjson
 
-
-class ParseError(ValueError):
-    """A frame that no parser of this package can interpret (shared by every venue parser)."""
+from core.errors import ParseError
 
 
 # records are not frozen: a frozen dataclass costs ~6x more to build, and a window parses ~60k of them

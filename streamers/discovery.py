@@ -14,13 +14,14 @@ import random
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
-from streamers.endpoints import Endpoints
-from streamers.frames import FEED_DISCOVERY, WINDOW_SECONDS, Frame, MarketInfo
+from core.clock import Clock
+from core.endpoints import Endpoints
+from core.frames import FEED_DISCOVERY, WINDOW_SECONDS, Frame, MarketInfo
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +30,6 @@ DEFAULT_FEE_EXPONENT = 1.0  # crypto fee exponent when the feeSchedule carries n
 DEFAULT_TICK_SIZE = 0.01
 DEFAULT_MIN_SIZE = 5.0
 SLUG_MARKER = "-updown-15m-"
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    def seconds_until(self, t: float) -> float: ...
 
 
 class DiscoveryError(ValueError):

@@ -25,20 +25,9 @@ from websockets.asyncio.client import ClientConnection
 from websockets.client import backoff
 from websockets.exceptions import ConnectionClosed
 
-from streamers.discovery import (
-    Clock,
-    Discovery,
-    DiscoverySettings,
-    RestFailure,
-    RetryPolicy,
-    VenueUnreachable,
-    discovery_message,
-    get_text,
-    market_slug,
-    window_start,
-)
-from streamers.endpoints import Endpoints
-from streamers.frames import (
+from core.clock import Clock
+from core.endpoints import Endpoints
+from core.frames import (
     ASSETS,
     FEED_DISCOVERY,
     FEED_FUTURES_MARKET,
@@ -48,6 +37,17 @@ from streamers.frames import (
     FEED_SPOT,
     Frame,
     MarketInfo,
+)
+from streamers.discovery import (
+    Discovery,
+    DiscoverySettings,
+    RestFailure,
+    RetryPolicy,
+    VenueUnreachable,
+    discovery_message,
+    get_text,
+    market_slug,
+    window_start,
 )
 
 log = logging.getLogger(__name__)

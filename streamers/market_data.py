@@ -11,9 +11,8 @@ from collections import OrderedDict, deque
 
 import orjson
 
-from streamers import binance, polymarket, rtds
-from streamers.binance import ParseError
-from streamers.frames import (
+from core.errors import ParseError
+from core.frames import (
     ASSETS,
     FEED_DISCOVERY,
     FEED_FUTURES_MARKET,
@@ -25,6 +24,7 @@ from streamers.frames import (
     Frame,
     MarketInfo,
 )
+from streamers import binance, polymarket, rtds
 from streamers.futures_state import FuturesState
 from streamers.polymarket import PolymarketBook
 

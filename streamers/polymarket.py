@@ -6,11 +6,12 @@ arrive as strings, prices sometimes without a leading zero (".48"); levels come 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import orjson
 
-from streamers.binance import ParseError
+from core.errors import ParseError
 
 BUY = "BUY"  # bid side
 SELL = "SELL"  # ask side
@@ -107,6 +108,14 @@ def _ts(ev: dict) -> float:
     return float(ts) / 1000.0 if ts else 0.0
 
 
+def _market(ev: dict) -> str:
+    return str(ev.get("market", ""))
+
+
+def _asset_ids(ev: dict) -> tuple[str, ...]:
+    return tuple(str(a) for a in ev.get("assets_ids") or ())
+
+
 def _opt_price(value: object) -> float | None:
     return None if value is None or value == "" else float(value)  # type: ignore[arg-type]
 
@@ -126,94 +135,93 @@ def _side(value: object) -> str:
     return side
 
 
+def _price_change(ev: dict, out: list) -> None:
+    market = str(ev.get("market", ""))
+    ts = _ts(ev)
+    if "price_changes" in ev:
+        for c in ev["price_changes"]:
+            bb, ba = c.get("best_bid"), c.get("best_ask")
+            out.append(
+                LevelChange(
+                    str(c["asset_id"]),
+                    market,
+                    _side(c["side"]),
+                    float(c["price"]),
+                    float(c["size"]),
+                    None if bb is None or bb == "" else float(bb),  # _opt_price, inlined: ~10 per frame
+                    None if ba is None or ba == "" else float(ba),
+                    ts,
+                )
+            )
+    else:  # legacy schema (before 2025-09-15): one asset at the top level, no best bid/ask
+        asset_id = str(ev["asset_id"])
+        for c in ev["changes"]:
+            side, price, size = _side(c["side"]), float(c["price"]), float(c["size"])
+            out.append(LevelChange(asset_id, market, side, price, size, None, None, ts))
+
+
+def _book(ev: dict, out: list) -> None:
+    bids = ev["bids"] if "bids" in ev else ev["buys"]
+    asks = ev["asks"] if "asks" in ev else ev["sells"]
+    out.append(
+        BookSnapshot(
+            str(ev["asset_id"]),
+            _market(ev),
+            _levels(bids),
+            _levels(asks),
+            _ts(ev),
+            _opt_price(ev.get("tick_size")),
+        )
+    )
+
+
+# each parser reads the fields in the record's order, so a frame with several bad fields names the same one
+def _last_trade_price(ev: dict, out: list) -> None:
+    asset_id, market, price = str(ev["asset_id"]), _market(ev), float(ev["price"])
+    size = float(ev.get("size") or 0.0)
+    out.append(LastTrade(asset_id, market, price, size, str(ev.get("side", "")), _ts(ev)))
+
+
+def _best_bid_ask(ev: dict, out: list) -> None:
+    asset_id, market = str(ev["asset_id"]), _market(ev)
+    out.append(BestBidAsk(asset_id, market, float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)))
+
+
+def _tick_size_change(ev: dict, out: list) -> None:
+    asset_id, market, old = str(ev["asset_id"]), _market(ev), float(ev["old_tick_size"])
+    out.append(TickSizeChange(asset_id, market, old, float(ev["new_tick_size"]), _ts(ev)))
+
+
+def _market_resolved(ev: dict, out: list) -> None:
+    market, asset_ids, winner = str(ev["market"]), _asset_ids(ev), str(ev["winning_asset_id"])
+    out.append(MarketResolved(market, asset_ids, winner, str(ev.get("winning_outcome", "")), _ts(ev)))
+
+
+def _new_market(ev: dict, out: list) -> None:
+    market, asset_ids = str(ev["market"]), _asset_ids(ev)
+    outcomes = tuple(str(o) for o in ev.get("outcomes") or ())
+    out.append(NewMarket(market, asset_ids, outcomes, str(ev.get("slug", "")), _ts(ev)))
+
+
+# event_type -> the parser that appends its records
+_PARSERS: dict[str, Callable[[dict, list], None]] = {
+    "price_change": _price_change,
+    "book": _book,
+    "last_trade_price": _last_trade_price,
+    "best_bid_ask": _best_bid_ask,
+    "tick_size_change": _tick_size_change,
+    "market_resolved": _market_resolved,
+    "new_market": _new_market,
+}
+
+
 def _event(ev: dict, out: list) -> None:
     kind = ev["event_type"]
-    if kind == "price_change":
-        market = str(ev.get("market", ""))
-        ts = _ts(ev)
-        if "price_changes" in ev:
-            for c in ev["price_changes"]:
-                bb, ba = c.get("best_bid"), c.get("best_ask")
-                out.append(
-                    LevelChange(
-                        str(c["asset_id"]),
-                        market,
-                        _side(c["side"]),
-                        float(c["price"]),
-                        float(c["size"]),
-                        None if bb is None or bb == "" else float(bb),  # _opt_price, inlined: ~10 per frame
-                        None if ba is None or ba == "" else float(ba),
-                        ts,
-                    )
-                )
-        else:  # legacy schema (before 2025-09-15): one asset at the top level, no best bid/ask
-            asset_id = str(ev["asset_id"])
-            for c in ev["changes"]:
-                out.append(
-                    LevelChange(asset_id, market, _side(c["side"]), float(c["price"]), float(c["size"]), None, None, ts)
-                )
-    elif kind == "book":
-        bids = ev["bids"] if "bids" in ev else ev["buys"]
-        asks = ev["asks"] if "asks" in ev else ev["sells"]
-        out.append(
-            BookSnapshot(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                _levels(bids),
-                _levels(asks),
-                _ts(ev),
-                _opt_price(ev.get("tick_size")),
-            )
-        )
-    elif kind == "last_trade_price":
-        out.append(
-            LastTrade(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                float(ev["price"]),
-                float(ev.get("size") or 0.0),
-                str(ev.get("side", "")),
-                _ts(ev),
-            )
-        )
-    elif kind == "best_bid_ask":
-        out.append(
-            BestBidAsk(
-                str(ev["asset_id"]), str(ev.get("market", "")), float(ev["best_bid"]), float(ev["best_ask"]), _ts(ev)
-            )
-        )
-    elif kind == "tick_size_change":
-        out.append(
-            TickSizeChange(
-                str(ev["asset_id"]),
-                str(ev.get("market", "")),
-                float(ev["old_tick_size"]),
-                float(ev["new_tick_size"]),
-                _ts(ev),
-            )
-        )
-    elif kind == "market_resolved":
-        out.append(
-            MarketResolved(
-                str(ev["market"]),
-                tuple(str(a) for a in ev.get("assets_ids") or ()),
-                str(ev["winning_asset_id"]),
-                str(ev.get("winning_outcome", "")),
-                _ts(ev),
-            )
-        )
-    elif kind == "new_market":
-        out.append(
-            NewMarket(
-                str(ev["market"]),
-                tuple(str(a) for a in ev.get("assets_ids") or ()),
-                tuple(str(o) for o in ev.get("outcomes") or ()),
-                str(ev.get("slug", "")),
-                _ts(ev),
-            )
-        )
-    else:
+    parse = _PARSERS.get(kind) if type(kind) is str else None  # an unhashable type is unknown, not malformed
+    if parse is None:
         out.append(UnknownEvent(str(kind)))
+    else:
+        parse(ev, out)
 
 
 def handle(raw: str | bytes) -> list[PolymarketUpdate]:

@@ -20,9 +20,8 @@ from statistics import NormalDist
 
 import numpy as np
 
-from streamers import binance
-from streamers.binance import AggTrade, ParseError
-from streamers.frames import (
+from core.errors import ParseError
+from core.frames import (
     ASSETS,
     FEED_DISCOVERY,
     FEED_FUTURES_MARKET,
@@ -33,6 +32,8 @@ from streamers.frames import (
     Frame,
     MarketInfo,
 )
+from streamers import binance
+from streamers.binance import AggTrade
 from streamers.market_data import MarketData
 from streamers.recording import read_frames
 

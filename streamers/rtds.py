@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from streamers.binance import ParseError
+from core.errors import ParseError
 
 TOPIC_CHAINLINK = "crypto_prices_chainlink"
 TOPIC_BINANCE = "crypto_prices"

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from core.endpoints import Endpoints
 from engine.clock import VirtualClock
 from streamers.discovery import (
     Discovery,
@@ -25,7 +26,6 @@ from streamers.discovery import (
     parse_slug,
     window_start,
 )
-from streamers.endpoints import Endpoints
 from streamers.frames import FEED_DISCOVERY, MarketInfo
 
 pytestmark = pytest.mark.timeout(20)

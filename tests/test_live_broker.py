@@ -24,8 +24,6 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
 from core.fees import taker_fee
-from engine.live_broker import LiveBroker
-from engine.live_credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 from engine.positions import EXIT_SHUTDOWN, UP
 from engine.report import format_summary
 from strategies.base import Action
@@ -42,6 +40,8 @@ from tests.fake_clob import (
     FakeMarket,
     _wallet_signer,
 )
+from venues.polymarket.broker import LiveBroker
+from venues.polymarket.credentials import LiveBrokerError, LiveBrokerFatal, LiveCredentials
 
 CID = "0x" + "cd" * 32
 UP_TOKEN = "71321045679252212594626385532706912750332728571942532289631379312455583992563"
@@ -97,6 +97,12 @@ def env_for(account, funder: str, **extra: str) -> dict[str, str]:
             "POLYMARKET_SIGNATURE_TYPE": "2", **extra}
 
 
+def connected(credentials: LiveCredentials, host: str, **kwargs) -> LiveBroker:
+    broker = LiveBroker(credentials, host, **kwargs)
+    broker.connect()
+    return broker
+
+
 @pytest.fixture
 def clock():
     return Clock()
@@ -114,7 +120,7 @@ def make_broker(clob, wallet, clock):
     def make(check: bool = True, **kwargs) -> LiveBroker:
         caps = {"max_order_dollars": 50.0, "max_total_dollars": 500.0, "sleep": sleeps.append,
                 "monotonic": clock} | kwargs
-        broker = LiveBroker(LiveCredentials.from_env(env_for(account, funder)), clob.url, **caps)
+        broker = connected(LiveCredentials.from_env(env_for(account, funder)), clob.url, **caps)
         broker.sleeps = sleeps
         if check:
             broker.check_account()
@@ -307,7 +313,7 @@ def test_an_http_error_posting_an_order_is_never_raised(clob, make_broker, clock
     if reason is not None:  # refused: nothing can have traded
         assert broker.skipped.rejected == {reason: 1}
     else:  # no answer (or a 5xx): it may have traded, so it is pending until the venue's trades say
-        assert broker.skipped.rejected == {} and broker._reserved() > 9.0
+        assert broker.skipped.rejected == {} and broker.reserved() > 9.0
         clock.t += 11.0
     book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
     assert buy_up(broker, book).position is not None
@@ -413,7 +419,7 @@ def test_a_pending_order_that_never_fills_is_released_after_its_limit(clob, make
     book = show(clob, UP_TOKEN, asks=[(0.50, 100)])
 
     assert buy_up(broker, book).position is None
-    assert broker._reserved() > 9.9
+    assert broker.reserved() > 9.9
     clock.t += 11.0
     clob.set_book(UP_TOKEN, asks=[])  # the venue kills the order when it finally looks: nothing matched
     clob.release_delayed()
@@ -477,8 +483,8 @@ def test_start_check_names_missing_pusd_approvals_and_asks_the_venue_to_reread_f
     account, funder = wallet
     clob.link(account.address, funder)
     clob.fund(funder, 100.0)
-    broker = LiveBroker(LiveCredentials.from_env(env_for(account, funder)), clob.url, max_order_dollars=5,
-                        max_total_dollars=10)
+    broker = connected(LiveCredentials.from_env(env_for(account, funder)), clob.url, max_order_dollars=5,
+                       max_total_dollars=10)
 
     with pytest.raises(LiveBrokerError) as refused:
         broker.check_account()
@@ -496,8 +502,8 @@ def test_start_check_refuses_a_funder_without_pusd_for_one_order_and_its_fee(clo
     clob.link(account.address, funder)
     clob.fund(funder, 0.5)
     clob.approve(funder)
-    broker = LiveBroker(LiveCredentials.from_env(env_for(account, funder)), clob.url, max_order_dollars=5,
-                        max_total_dollars=10)
+    broker = connected(LiveCredentials.from_env(env_for(account, funder)), clob.url, max_order_dollars=5,
+                       max_total_dollars=10)
 
     with pytest.raises(LiveBrokerError, match=r"holds \$0\.50 pUSD"):
         broker.check_account()
@@ -649,8 +655,7 @@ def test_shares_a_shutdown_cannot_sell_within_the_limit_are_reported_as_still_he
 
 def test_close_at_book_retries_a_sale_refused_until_the_shares_are_credited(clob, make_broker):
     clob.hold_new_shares = True
-    broker = make_broker(retry_backoff=0.5)
-    broker._sleep = lambda seconds: (broker.sleeps.append(seconds), clob.settle())
+    broker = make_broker(retry_backoff=0.5, sleep=lambda seconds: (broker.sleeps.append(seconds), clob.settle()))
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)])).position
     held = pos.shares
 
@@ -670,7 +675,7 @@ def test_bad_api_secret_is_fatal_at_start(clob, wallet):
                   POLYMARKET_API_PASSPHRASE=issued.passphrase)
 
     with pytest.raises(LiveBrokerFatal, match="401"):
-        LiveBroker(LiveCredentials.from_env(env), clob.url, max_order_dollars=10, max_total_dollars=10)
+        LiveBroker(LiveCredentials.from_env(env), clob.url, max_order_dollars=10, max_total_dollars=10).connect()
 
 
 def test_401_on_an_order_is_fatal(clob, make_broker):
@@ -688,8 +693,8 @@ def test_an_order_for_a_funder_that_is_not_the_signers_wallet_is_fatal(clob, wal
     for w in (funder, wrong):
         clob.fund(w, 100.0)
         clob.approve(w)
-    broker = LiveBroker(LiveCredentials.from_env(env_for(account, wrong)), clob.url, max_order_dollars=10,
-                        max_total_dollars=10)
+    broker = connected(LiveCredentials.from_env(env_for(account, wrong)), clob.url, max_order_dollars=10,
+                       max_total_dollars=10)
 
     with pytest.raises(LiveBrokerFatal, match="POLYMARKET_FUNDER"):
         buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)]))
@@ -775,13 +780,13 @@ def test_private_key_never_appears_in_errors_reprs_or_logs(clob, wallet, caplog)
     texts.append(repr(creds))
     for host in (clob.url, "http://127.0.0.1:9"):  # refused credentials; nothing listening
         with pytest.raises(LiveBrokerError) as err:
-            LiveBroker(creds, host, max_order_dollars=10, max_total_dollars=10)
+            LiveBroker(creds, host, max_order_dollars=10, max_total_dollars=10).connect()
         texts += [str(err.value), repr(err.value)]
     clob.link(account.address, funder)
     clob.fund(funder, 100.0)
     clob.approve(funder)
-    broker = LiveBroker(LiveCredentials.from_env(env_for(account, funder)), clob.url,
-                        max_order_dollars=10, max_total_dollars=10)
+    broker = connected(LiveCredentials.from_env(env_for(account, funder)), clob.url,
+                       max_order_dollars=10, max_total_dollars=10)
     broker.check_account()
     clob.fail_next("/order", 401, ERR_UNAUTHORIZED)
     with pytest.raises(LiveBrokerFatal) as err:
@@ -792,7 +797,8 @@ def test_private_key_never_appears_in_errors_reprs_or_logs(clob, wallet, caplog)
     assert "maker address not allowed" in texts[0]  # the EOA refusal explains the venue's answer
 
 
-def test_from_env_reads_credentials_the_clob_url_and_the_exit_retry_limit(clob, wallet):
+def test_from_env_reads_credentials_the_clob_url_and_the_exit_retry_limit_and_connect_opens_the_session(
+        clob, wallet):
     account, funder = wallet
     env = env_for(account, funder, UPDOWN_CLOB_URL=clob.url, UPDOWN_EXIT_RETRY_SECONDS="45")
 
@@ -800,6 +806,8 @@ def test_from_env_reads_credentials_the_clob_url_and_the_exit_retry_limit(clob, 
 
     assert broker.client.host == clob.url and broker.funder == funder and broker.address == account.address
     assert broker.exit_retry_seconds == 45.0
+    assert clob.requests == []  # building the broker sends nothing
+    broker.connect()
     assert ("POST", "/auth/api-key") in clob.requests and ("GET", "/auth/api-keys") in clob.requests
     with pytest.raises(LiveBrokerError, match="UPDOWN_EXIT_RETRY_SECONDS"):
         LiveBroker.from_env(max_order_dollars=5.0, max_total_dollars=20.0,

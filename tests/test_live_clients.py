@@ -15,9 +15,9 @@ from aiohttp.test_utils import TestServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
+from core.endpoints import Endpoints
 from engine.clock import RealClock
 from streamers.discovery import DiscoverySettings, RetryPolicy, VenueUnreachable, market_slug, window_start
-from streamers.endpoints import Endpoints
 from streamers.frames import (
     FEED_DISCOVERY,
     FEED_FUTURES_MARKET,

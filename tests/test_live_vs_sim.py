@@ -7,9 +7,9 @@ import json
 import time
 from collections.abc import Awaitable, Callable
 
+from core.endpoints import Endpoints
 from sim.faults import FaultSpec
 from sim.servers import SimServers
-from streamers.endpoints import Endpoints
 from streamers.frames import FEED_FUTURES_MARKET, FEED_FUTURES_PUBLIC, FEED_POLYMARKET, FEED_RTDS, FEED_SPOT
 from streamers.live import LiveSettings, LiveSource, SocketSettings
 from streamers.market_data import MarketData

@@ -18,13 +18,13 @@ import run
 from engine.broker import PaperBroker
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
-from engine.live_broker import LiveBroker
 from sim.source import SimSource
 from strategies import create_strategy
 from streamers.discovery import market_slug
 from streamers.market_data import MarketData
 from tests.fake_clob import FakeClob, FakeMarket
 from tests.test_discovery import START, FakeGamma, run_discovery
+from venues.polymarket.broker import LiveBroker
 
 
 class ThreadRecordingBroker(PaperBroker):
@@ -107,7 +107,7 @@ def test_run_builds_the_live_broker_from_the_environment_with_its_caps(clob, mon
     broker = run.build_broker(_live_options("--size", "30", "--order-type", "FOK"))
 
     assert isinstance(broker, LiveBroker)
-    assert (broker.max_total_dollars, broker.max_order_dollars, broker.order_type) == (20.0, 15.0, "FOK")
+    assert (broker.caps.max_total_dollars, broker.caps.max_order_dollars, broker.caps.order_type) == (20.0, 15.0, "FOK")
     assert broker.funder == funder and broker.balance == pytest.approx(100.0)
     assert any(path == "/auth/api-keys" for _, path in clob.requests)  # the session was proven at start
     assert "$100.00 pUSD" in capsys.readouterr().err
@@ -167,7 +167,7 @@ class RefusedMidRunBroker(PaperBroker):
     blocking = True
 
     def execute(self, *args):
-        from engine.live_credentials import LiveBrokerFatal
+        from venues.polymarket.credentials import LiveBrokerFatal
 
         raise LiveBrokerFatal("the CLOB refused the API credentials (401) while trading.")
 
@@ -261,9 +261,9 @@ def test_discovery_skips_a_market_of_another_version_once(caplog):
 
 
 def test_the_summary_reads_the_live_brokers_counts():
-    from engine.live_broker import LiveSkipCounts
     from engine.report import format_summary
     from streamers.frames import MarketInfo
+    from venues.polymarket.broker import LiveSkipCounts
 
     counts = LiveSkipCounts(below_min_size=2, exposure_cap=3, unsold_shares=12.5)
     counts.refused("no_match")

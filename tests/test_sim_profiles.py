@@ -71,6 +71,10 @@ def test_a_partial_file_keeps_realistic_values_for_what_it_leaves_out(tmp_path: 
         ('{"model": {"maker_prices_jumps": 1}}', "maker_prices_jumps must be true or false"),
         ('{"return_std_15m": {"DOGE": 0.01}}', "unknown asset 'DOGE'"),
         ('{"return_std_15m": {"BTC": -1}}', "return_std_15m.BTC must be a number above 0"),
+        ('{"model": {"block_trade_prob": 1.5}}', "block_trade_prob must lie between 0 and 1"),
+        ('{"model": {"kline_every_s": 0}}', "kline_every_s must be at least 1"),
+        ('{"model": {"last_trade_size_median": 0}}', "last_trade_size_median must be above 0"),
+        ('{"model": {"funding_rate_cap": -0.1}}', "funding_rate_cap must not be negative"),
     ],
 )
 def test_bad_profile_files_are_refused_with_one_sentence(tmp_path: Path, content: str, words: str) -> None:
