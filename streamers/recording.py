@@ -10,14 +10,17 @@ from __future__ import annotations
 import asyncio
 import gzip
 import os
+import time
+import uuid
 import zlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import IO
 
 import orjson
 
 from streamers.frames import FEED_SOURCE, FEEDS, Frame
 
+RECORDING_SUFFIXES = (".jsonl.gz", ".jsonl")  # what a folder of recordings is searched for
 FLUSH_EVERY_S = 1.0  # of frame time: a crash loses at most about this much
 FLUSH_EVERY_LINES = 5000  # and at most this many frames in a burst
 _YIELD_EVERY = 256  # at speed max, let other tasks run every this many frames
@@ -86,6 +89,97 @@ class Recorder:
         self._file = None
 
     def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def is_pattern(path: str) -> bool:
+    """Whether a --record path holds time fields (`%Y`, `%H`, ...): then it names a rotating series."""
+    return "%" in path
+
+
+def _free_name(path: str) -> str:
+    """`path`, or `name-2.jsonl.gz`, `name-3...` when it exists: a restarted recording never overwrites."""
+    if not os.path.exists(path):
+        return path
+    ext = next((e for e in RECORDING_SUFFIXES if path.endswith(e)), os.path.splitext(path)[1])
+    stem = path[: len(path) - len(ext)]
+    n = 2
+    while os.path.exists(candidate := f"{stem}-{n}{ext}"):
+        n += 1
+    return candidate
+
+
+class RotatingRecorder:
+    """A recording in parts: the file name is `pattern` with its time fields filled from the frame time (UTC),
+    and a new part starts when that name changes, so a week of live recording is a folder of hourly files.
+
+    Every part starts with the `source` header, whose `part` says which run it belongs to, its index, `since`
+    (the previous part's last frame time: nothing was received in between) and `prelude` (how many frames
+    follow that restate the state of that moment, from `restate(t)`: discovery list, book snapshots,
+    klines, Chainlink prices). A part therefore replays on its own; a library replaying consecutive parts
+    of one run skips the preludes and sees the same frames as one file would hold.
+    """
+
+    def __init__(self, pattern: str, header: dict, restate: Callable[[float], list[Frame]]) -> None:
+        self.pattern = pattern
+        self.paths: list[str] = []  # the parts written so far
+        self._header = header
+        self._restate = restate
+        self._run = uuid.uuid4().hex[:12]
+        self._part: Recorder | None = None
+        self._name: str | None = None
+        self._second: int | None = None
+        self._last_t: float | None = None
+        self._closed = False
+        self.frames_written = 0
+
+    def write(self, frame: Frame) -> None:
+        if self._closed:
+            raise RecordingError(f"Recording {self.pattern} is already closed.")
+        second = int(frame.t)
+        if second != self._second:  # the name can only change with the second
+            self._second = second
+            name = time.strftime(self.pattern, time.gmtime(second))
+            if name != self._name:
+                self._rotate(name, frame.t)
+        self._part.write(frame)  # type: ignore[union-attr]
+        self._last_t = frame.t
+
+    def _rotate(self, name: str, t: float) -> None:
+        prelude = self._restate(t) if self._part is not None else []
+        if self._part is not None:
+            self.frames_written += self._part.frames_written
+            self._part.close()
+        folder = os.path.dirname(name)
+        try:
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+        except OSError as exc:
+            raise RecordingError(f"Cannot create the folder {folder} for recording {name}: {exc.strerror or exc}.") from None
+        path = _free_name(name)
+        part = {"run": self._run, "index": len(self.paths), "since": self._last_t, "prelude": len(prelude)}
+        self._part = Recorder(path, header=orjson.dumps({**self._header, "part": part}).decode())
+        self._name = name
+        self.paths.append(path)
+        for restated in prelude:
+            self._part.write(restated)
+
+    def flush(self) -> None:
+        if self._part is not None:
+            self._part.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._part is not None:
+            self.frames_written += self._part.frames_written
+            self._part.close()
+
+    def __enter__(self) -> RotatingRecorder:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -173,3 +267,9 @@ class ReplaySource:
 
     async def close(self) -> None:
         self._closed = True
+
+
+if __name__ == "__main__":
+    from streamers.library import info_main
+
+    raise SystemExit(info_main())

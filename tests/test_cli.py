@@ -35,7 +35,7 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
     [
         (["--strategy", "banana"], "banana"),
         (["--strategy", "momentum", "--train"], "--train needs --strategy rl"),
-        (["--strategy", "rl", "--source", "replay"], "--replay FILE"),
+        (["--strategy", "rl", "--source", "replay"], "--replay PATH"),
         (["--strategy", "rl", "--source", "replay", "--replay", "nowhere.jsonl"], "does not exist"),
         (["--strategy", "rl", "--markets", "0"], "above 0"),
         (["--strategy", "rl", "--speed", "fast"], "fast"),
