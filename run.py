@@ -246,7 +246,7 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput(f"{flag}: the folder {folder} is not writable")
     if args.charts:
         check_charts(args.charts)
-    speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
+    speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay", "mix") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
         save_name = args.save or args.load or "rl_model"

@@ -570,12 +570,14 @@ class MixSource:
                 "recorded_windows": self.recorded_windows}
 
     async def episodes(self) -> AsyncIterator[Episode]:
-        for key in self.recorded.window_order():
+        keys = self.recorded.window_order()
+        while not self._closed:
             # a simulated window whenever that keeps the simulated share of windows at or below sim_share
-            while not self._closed and self.sim_windows + 1 <= self.sim_share * (
-                    self.sim_windows + self.recorded_windows + 1):
+            if self.sim_windows + 1 <= self.sim_share * (self.sim_windows + self.recorded_windows + 1):
                 yield self._sim_episode()
-            if self._closed:
+                continue
+            key = next(keys, None)
+            if key is None:
                 return
             self.recorded_windows += 1
             yield self.recorded.window_episode(key)
