@@ -11,10 +11,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
 import sys
+import tempfile
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -104,6 +106,8 @@ def build_parser() -> CliParser:
     p.add_argument("--train", action="store_true", help="learn online (rl only); saves the model on exit")
     p.add_argument("--load", metavar="NAME", help="load NAME.safetensors + NAME_stats.npz (rl only)")
     p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --train replace an existing model of the --save name with a new one")
     p.add_argument("--features", choices=("standard", "extended"), default=None,
                    help="features a new rl model sees: the published 18 (default) or 25 with quotes vs the index")
     p.add_argument("--gamma", type=discount_arg, default=None,
@@ -171,8 +175,10 @@ def validate(args: argparse.Namespace) -> Options:
     if args.strategy != "rl":
         if args.train:
             raise BadInput(f"--train needs --strategy rl; {args.strategy} is a fixed rule and does not learn")
-        if args.load or args.save or args.checkpoint_every or args.features or args.gamma is not None:
-            raise BadInput("--load, --save, --checkpoint-every, --features and --gamma apply only to --strategy rl")
+        if (args.load or args.save is not None or args.overwrite or args.checkpoint_every or args.features
+                or args.gamma is not None):
+            raise BadInput("--load, --save, --overwrite, --checkpoint-every, --features and --gamma apply only to "
+                           "--strategy rl")
     if args.load and args.features:
         raise BadInput("--features applies to a new model; a loaded model keeps the feature set it was trained on")
     if args.load and args.gamma is not None:
@@ -218,6 +224,17 @@ def validate(args: argparse.Namespace) -> Options:
         raise BadInput("--max-slippage is a price distance below 1 (e.g. 0.05)")
     if args.sim_faults and args.source != "sim":
         raise BadInput("--sim-faults applies only to --source sim")
+    if args.sim_faults and args.speed in (None, "max"):
+        from sim.faults import FaultSpec
+
+        try:
+            faults = FaultSpec.parse(args.sim_faults)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+        if faults.drop or faults.stall:
+            raise BadInput("--sim-faults drop and stall act on the simulator's websocket connections, which "
+                           "--speed max does not use; run them with --speed X (e.g. --speed 60), or keep only "
+                           "garbage= at --speed max")
     if args.sim_profile and args.source not in ("sim", "mix"):
         raise BadInput("--sim-profile applies only to --source sim or mix (a recording or the live venues bring "
                        "their own market)")
@@ -231,19 +248,15 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput(str(exc)) from None
     if args.checkpoint_every and not args.train:
         raise BadInput("--checkpoint-every needs --train (inference never writes the model)")
-    if args.save and not args.train:
-        raise BadInput("--save needs --train (inference never writes the model)")
+    for flag, given in (("--save", args.save is not None), ("--overwrite", args.overwrite)):
+        if given and not args.train:
+            raise BadInput(f"{flag} needs --train (inference never writes the model)")
+    if args.save == "":
+        raise BadInput("--save needs a model name, e.g. --save rl_model")
     if args.load:
         for suffix in (".safetensors", "_stats.npz"):
             if args.load.endswith(suffix):
                 raise BadInput(f"give --load the model name without extension, e.g. --load {args.load[: -len(suffix)]}")
-    for flag, folder in (("--log-dir", Path(args.log_dir)), ("--report", Path(args.report or ".").parent)):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise BadInput(f"{flag}: cannot create the folder {folder}: {exc.strerror or exc}") from None
-        if not os.access(folder, os.W_OK):
-            raise BadInput(f"{flag}: the folder {folder} is not writable")
     if args.charts:
         check_charts(args.charts)
     speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay", "mix") else 1.0)
@@ -252,7 +265,62 @@ def validate(args: argparse.Namespace) -> Options:
         save_name = args.save or args.load or "rl_model"
         if Path(save_name + ".safetensors").is_dir() or Path(save_name).is_dir():
             raise BadInput(f"--save {save_name} names a folder; give a file name without extension")
+        refuse_replacing_a_model(save_name, args.load, args.overwrite)
+        check_writable_folder("--save", Path(save_name).parent, create=False)
+    check_writable_folder("--log-dir", Path(args.log_dir), create=True)
+    if args.report:
+        check_writable_file("--report", Path(args.report), create_folder=True)
+    if args.record and "%" in args.record:  # a rotating series: its fixed folder must take new files
+        fixed = list(itertools.takewhile(lambda part: "%" not in part, Path(args.record).parent.parts))
+        check_writable_folder("--record", Path(*fixed) if fixed else Path("."), create=False)
+    elif args.record:
+        check_writable_file("--record", Path(args.record), create_folder=False)
     return Options(args=args, speed=speed, save_name=save_name, profile=profile)
+
+
+def refuse_replacing_a_model(save_name: str, load: str | None, overwrite: bool) -> None:
+    """A training run never replaces a model it did not load, unless told to with --overwrite."""
+    from persistence import checkpoint_paths
+
+    existing = [p for p in checkpoint_paths(save_name) if p.exists()]
+    if overwrite or not existing:
+        return
+    if load is None:
+        raise BadInput(f"a model named {save_name} already exists ({existing[0]}); add --load {save_name} to "
+                       f"resume training it, or --overwrite to replace it with a new one")
+    if checkpoint_paths(load)[0].resolve() != checkpoint_paths(save_name)[0].resolve():
+        raise BadInput(f"a model named {save_name} already exists ({existing[0]}) and this run would replace it "
+                       f"with one trained from {load}; give --save another name, or add --overwrite to replace it")
+
+
+def check_writable_folder(flag: str, folder: Path, *, create: bool) -> None:
+    """Create a file in `folder` and remove it: the only check that holds for every user and file system."""
+    if create:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise BadInput(f"{flag}: cannot create the folder {folder}: {exc.strerror or exc}") from None
+    elif not folder.is_dir():
+        reason = "is not a folder" if folder.exists() else "does not exist"
+        raise BadInput(f"{flag}: {folder} {reason}; create the folder or choose another path")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".updown-write-check-"):
+            pass
+    except OSError as exc:
+        raise BadInput(f"{flag}: cannot write in the folder {folder}: {exc.strerror or exc}") from None
+
+
+def check_writable_file(flag: str, path: Path, *, create_folder: bool) -> None:
+    """An existing file opens for writing (it is rewritten in place), else its folder takes a new file."""
+    if path.is_dir():
+        raise BadInput(f"{flag} {path} is a folder; give a file name")
+    if not path.exists():
+        check_writable_folder(flag, path.parent, create=create_folder)
+        return
+    try:  # append and non-blocking: opening changes nothing in the file and never waits on a pipe
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK))
+    except OSError as exc:
+        raise BadInput(f"{flag}: cannot write {path}: {exc.strerror or exc}") from None
 
 
 def check_charts(folder: str) -> None:
@@ -263,12 +331,7 @@ def check_charts(folder: str) -> None:
         require_matplotlib()
     except ImportError as exc:
         raise BadInput(f"--charts: {exc}") from None
-    try:
-        Path(folder).mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise BadInput(f"--charts: cannot create the folder {folder}: {exc.strerror or exc}") from None
-    if not os.access(folder, os.W_OK):
-        raise BadInput(f"--charts: the folder {folder} is not writable")
+    check_writable_folder("--charts", Path(folder), create=True)
 
 
 def draw_charts(report: dict, folder: str) -> list[str]:
@@ -519,14 +582,24 @@ async def run(opts: Options) -> int:
                 loop.add_signal_handler(sig, engine.stop)
             try:
                 report = await engine.run()
+                if recorder is not None:
+                    recorder.close()  # now, so that a last write failing on a full disk is in the report
+                    report["output_error"] = engine.output_error()
             finally:
-                for sig in (signal.SIGINT, signal.SIGTERM):
+                # the run is ending: a further Ctrl+C or SIGTERM must not cut the save or the exit short, so
+                # both go from the engine's handler to ignored with no moment of Python's default between
+                stopping = {signal.SIGINT, signal.SIGTERM}
+                signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+                for sig in stopping:
                     loop.remove_signal_handler(sig)
+                    signal.signal(sig, signal.SIG_IGN)
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, stopping)
     finally:
         if opts.save_name is not None:
             saved = save_model(strategy, opts.save_name)
             if saved and report is None:  # otherwise the summary's list of outputs names it
                 print(f"[rl] model saved to {opts.save_name}.safetensors + {opts.save_name}_stats.npz")
+    code = EXIT_OK
     if report is not None:
         report["model_saved"] = opts.save_name if saved else None
         report["model_loaded"] = args.load
@@ -540,13 +613,20 @@ async def run(opts: Options) -> int:
         if args.charts:
             report["charts"] = draw_charts(report, args.charts)
         if args.report:
-            Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
-        print(format_outputs(report, args.report))
+            try:
+                Path(args.report).write_text(json.dumps(report, indent=2, sort_keys=False) + "\n")
+            except OSError as exc:
+                print(f"updown: cannot write the report {args.report}: {exc.strerror or exc}", file=sys.stderr)
+                code = EXIT_RUNTIME
+        print(format_outputs(report, args.report if code == EXIT_OK else None))
+        if report["output_error"]:
+            print(f"updown: stopped: {report['output_error']}", file=sys.stderr)
+            code = EXIT_RUNTIME
     if opts.save_name is not None and not saved:
         print(f"updown: the model could not be saved to {opts.save_name}; the previous checkpoint is unchanged",
               file=sys.stderr)
         return EXIT_RUNTIME
-    return EXIT_OK
+    return code
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -277,8 +277,11 @@ def print_table(outcomes: list[Outcome], title: str) -> None:
 
 
 def ratio_line(rl: Outcome, fair: Outcome) -> str:
-    ratio = rl.pnl / fair.pnl if fair.pnl else float("nan")
-    return f"RL / fair_value net PnL ({rl.fill} fill): {rl.pnl:,.0f} / {fair.pnl:,.0f} = {ratio:.2f}"
+    """RL against fair_value: a ratio where fair_value earns, the difference where it does not."""
+    if fair.pnl > 0:
+        return f"RL / fair_value net PnL ({rl.fill} fill): {rl.pnl:,.0f} / {fair.pnl:,.0f} = {rl.pnl / fair.pnl:.2f}"
+    return (f"RL - fair_value net PnL ({rl.fill} fill): {rl.pnl:,.0f} - ({fair.pnl:,.0f}) = {rl.pnl - fair.pnl:+,.0f} "
+            "(fair_value does not earn here, so no ratio)")
 
 
 def verdict(rl: Outcome, others: list[Outcome]) -> str:
@@ -287,6 +290,8 @@ def verdict(rl: Outcome, others: list[Outcome]) -> str:
     beaten = [o.strategy for o in others if o.mean_ci()[2] < rl_low]
     not_beaten = [o.strategy for o in others if o.strategy not in beaten]
     sign = "positive" if rl.pnl > 0 else "not positive"
+    if rl.pnl <= 0:
+        sign += ", " + ("within its interval of zero" if rl.mean_ci()[2] >= 0 else "a loss beyond its interval")
     if not not_beaten:
         return f"RL ({rl.fill}): net PnL {sign}; interval above every baseline's"
     return f"RL ({rl.fill}): net PnL {sign}; intervals overlap or lie below: {', '.join(not_beaten)}"
@@ -411,7 +416,8 @@ def main(argv: list[str] | None = None) -> int:
                 key = f"{kind}_{fill}" if kind else fill
                 if fair is not None:
                     print(ratio_line(rl, fair))
-                    run[f"ratio_{key}"] = rl.pnl / fair.pnl if fair.pnl else float("nan")
+                    run[f"ratio_{key}"] = rl.pnl / fair.pnl if fair.pnl > 0 else float("nan")
+                    run[f"diff_{key}"] = rl.pnl - fair.pnl
                 run[f"pnl_{key}"] = rl.pnl
                 print(verdict(rl, rules))
         runs.append(run)
@@ -434,11 +440,12 @@ def seed_summary(runs: list[dict], fill: str) -> str:
     keys = (
         (f"pnl_{fill}", "net PnL $", ",.0f"),
         (f"ratio_{fill}", "RL / fair_value", ".2f"),
+        (f"diff_{fill}", "RL - fair_value net PnL $", "+,.0f"),
         (f"pnl_sel_{fill}", "net PnL $, checkpoint selected on validation", ",.0f"),
         (f"ratio_sel_{fill}", "RL / fair_value, checkpoint selected on validation", ".2f"),
     )
     for key, label, fmt in keys:
-        values = [r[key] for r in runs if key in r]
+        values = [r[key] for r in runs if key in r and r[key] == r[key]]  # NaN: no ratio for that seed
         if not values:
             continue
         mean, sd = mean_sd(values)

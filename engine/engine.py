@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -62,7 +63,7 @@ class EngineConfig:
     stale_futures_seconds: float = 15.0  # the asset's futures state older than this: no trading
     tick_seconds: float = 0.5
     log_dir: str | Path | None = "logs"  # None writes no CSV files
-    run_id: str | None = None  # names the CSV files; default the wall-clock start time
+    run_id: str | None = None  # names the CSV files; default the wall-clock start time (ms) and the pid
     checkpoint_every: int = 0  # call on_checkpoint every N PPO updates (0: never)
     on_checkpoint: Callable[[], None] | None = None
     recorder: Any = None  # anything with write(frame)
@@ -177,7 +178,8 @@ class Engine:
     async def run(self) -> dict:
         self._wall_start = time.perf_counter()
         if self.cfg.log_dir is not None:
-            run_id = self.cfg.run_id or datetime.now(UTC).strftime("%Y%m%d_%H%M%S")
+            # to the millisecond plus the process id; RunLogs adds a suffix if this id is taken anyway
+            run_id = self.cfg.run_id or f"{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')[:-3]}_{os.getpid()}"
             self.logs = RunLogs(self.cfg.log_dir, run_id)
         if self.cfg.train:
             self.strategy.train()
@@ -216,17 +218,28 @@ class Engine:
             wall_seconds=time.perf_counter() - self._wall_start,
             messages=int(getattr(self.md, "messages", 0)),
             rejected=int(getattr(self.md, "rejected", 0)),
+            unknown=int(getattr(self.md, "unknown", 0)),
+            bad_lines=int(getattr(self.source, "bad_lines", 0)),
             reconnects=_count(getattr(self.source, "reconnects", 0)),
             skipped={**self.broker.skipped.to_dict(), **self.delay_skips.to_dict()},
             assets=self.assets,
             latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
         )
         report["skipped_ticks"] = self.skipped_ticks
+        report["output_error"] = self.output_error()
         if getattr(self.md, "source_info", None):  # a replayed recording's header: what produced the data
             report["recorded_source"] = self.md.source_info
         if self.logs is not None:
             report["logs"] = self.logs.paths
         return report
+
+    def output_error(self) -> str | None:
+        """Why a log or the recording could not be written (the run then stops at its next tick), else None."""
+        for writer in (self.logs, self.cfg.recorder):
+            error = getattr(writer, "error", None)
+            if error:
+                return error
+        return None
 
     def snapshot(self) -> dict:
         """What the dashboard shows; reads state, changes nothing."""
@@ -585,7 +598,7 @@ class Engine:
                 self.cfg.on_checkpoint()
 
     def _end_reached(self, now: float) -> bool:
-        if self._stop:
+        if self._stop or self.output_error() is not None:
             return True
         if self.cfg.max_windows is not None and self.stats.windows >= self.cfg.max_windows:
             return True

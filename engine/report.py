@@ -43,6 +43,8 @@ def build_report(
     wall_seconds: float,
     messages: int,
     rejected: int,
+    unknown: int,
+    bad_lines: int,
     reconnects: int,
     skipped: dict,
     assets: tuple[str, ...],
@@ -67,6 +69,8 @@ def build_report(
         "feed": {
             "messages": messages,
             "rejected": rejected,
+            "unknown": unknown,  # well-formed events of a type the parsers do not know
+            "bad_lines": bad_lines,  # unreadable recording lines skipped by a replay
             "reconnects": reconnects,
             "stale_seconds": round(stats.stale_seconds, 3),
         },

@@ -1,13 +1,17 @@
 """The run's CSV logs: trades, PPO updates and per-window episodes, flushed row by row.
 
-One set per run in `log_dir`: `trades_<run_id>.csv`, `updates_<run_id>.csv`, `episodes_<run_id>.csv`.
+One set per run in `log_dir`: `trades_<run_id>.csv`, `updates_<run_id>.csv`, `episodes_<run_id>.csv`,
+created exclusively: a run id already taken in that folder gets a suffix (`_2`, `_3`...), never shared.
+A write that fails (disk full) stops that file and keeps the cause in `error`; the engine then stops.
 Timestamps are the run's clock time in ISO 8601 UTC, so a replayed run logs the recorded times.
 The updates columns are the reference project's, so its logs and ours plot together.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import itertools
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,21 +49,35 @@ class EpisodeRecord:
     exposure: float
 
 
+class LogsUnwritable(Exception):
+    """The log files cannot be created; one sentence for the user (run.py prints it and exits 1)."""
+
+    one_sentence = True
+
+
 class _CsvFile:
     def __init__(self, path: Path, columns: tuple[str, ...]) -> None:
         self.path = path
-        self._fh: IO[str] = path.open("w", newline="")
+        self.error: str | None = None
+        self._fh: IO[str] = path.open("x", newline="")  # FileExistsError: another run holds this name
         self._writer = csv.writer(self._fh)
         self._writer.writerow(columns)
         self._fh.flush()
 
     def write(self, row: list) -> None:
-        self._writer.writerow(row)
-        self._fh.flush()  # a crash loses at most the line being written
+        if self.error is not None:
+            return
+        try:
+            self._writer.writerow(row)
+            self._fh.flush()  # a crash loses at most the line being written
+        except OSError as exc:
+            self.error = f"cannot write the log {self.path}: {exc.strerror or exc}"
+            self.close()
 
     def close(self) -> None:
         if not self._fh.closed:
-            self._fh.close()
+            with contextlib.suppress(OSError):  # a full disk: the rows already flushed stay
+                self._fh.close()
 
 
 def _num(x: float) -> str:
@@ -67,14 +85,32 @@ def _num(x: float) -> str:
 
 
 class RunLogs:
-    """Opens the three CSV files of one run; `close()` is idempotent."""
+    """Opens the three CSV files of one run under a run id no other run in `log_dir` has; `close()` is idempotent."""
 
     def __init__(self, log_dir: str | Path, run_id: str) -> None:
         directory = Path(log_dir)
         directory.mkdir(parents=True, exist_ok=True)
-        self.trades = _CsvFile(directory / f"trades_{run_id}.csv", TRADE_COLUMNS)
-        self.updates = _CsvFile(directory / f"updates_{run_id}.csv", UPDATE_COLUMNS)
-        self.episodes = _CsvFile(directory / f"episodes_{run_id}.csv", EPISODE_COLUMNS)
+        for n in itertools.count(1):
+            self.run_id = run_id if n == 1 else f"{run_id}_{n}"
+            opened: list[_CsvFile] = []
+            try:
+                for kind, columns in (("trades", TRADE_COLUMNS), ("updates", UPDATE_COLUMNS),
+                                      ("episodes", EPISODE_COLUMNS)):
+                    opened.append(_CsvFile(directory / f"{kind}_{self.run_id}.csv", columns))
+            except OSError as exc:
+                for f in opened:  # give back what this attempt made
+                    f.close()
+                    f.path.unlink(missing_ok=True)
+                if isinstance(exc, FileExistsError):
+                    continue  # the id is taken in this folder, by a run that got there first
+                raise LogsUnwritable(f"cannot create the logs in {directory}: {exc.strerror or exc}") from None
+            break
+        self.trades, self.updates, self.episodes = opened
+
+    @property
+    def error(self) -> str | None:
+        """Why a log stopped being written (the first file that failed), else None."""
+        return self.trades.error or self.updates.error or self.episodes.error
 
     @property
     def paths(self) -> dict[str, str]:

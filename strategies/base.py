@@ -162,10 +162,10 @@ class MarketState:
                 ((1.0 - fair) - down_ask - fee(down_ask)) * 10.0 if 0.0 < down_ask < 1.0 else -1.0,
                 (down_bid - fee(down_bid) - (1.0 - fair)) * 10.0 if down_bid > 0.0 else -1.0,
             ],
-            dtype=np.float32,
         )
         np.nan_to_num(extra, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-        return np.concatenate([self.to_features(), np.clip(extra, -1.0, 1.0, out=extra)])
+        np.clip(extra, -1.0, 1.0, out=extra)  # in float64: a huge value cast to float32 first would overflow
+        return np.concatenate([self.to_features(), extra.astype(np.float32)])
 
     def to_features(self) -> np.ndarray:
         raw = np.array(
@@ -189,10 +189,10 @@ class MarketState:
                 self.vol_regime,
                 self.trend_regime,
             ],
-            dtype=np.float32,
         )
         np.nan_to_num(raw, copy=False, nan=0.0, posinf=1.0, neginf=-1.0)
-        return np.clip(raw, -1.0, 1.0, out=raw)
+        np.clip(raw, -1.0, 1.0, out=raw)  # in float64: a huge value cast to float32 first would overflow
+        return raw.astype(np.float32)
 
 
 # The standard features as one row of raw fields (spread then prob last), and the factors that
@@ -220,10 +220,10 @@ def features_matrix(states: Sequence[MarketState], feature_set: str = "standard"
     raw = np.array([_RAW_FIELDS(s) for s in states], dtype=np.float64)
     prob = raw[:, 18]
     raw[:, 7] /= np.where(prob > 0.01, prob, 0.01)  # spread_pct: spread / max(0.01, prob)
-    out = (raw[:, :18] * _MULTIPLY / _DIVIDE).astype(np.float32)
-    np.clip(out, -1.0, 1.0, out=out)  # infinities become +-1 as nan_to_num would make them
+    out = raw[:, :18] * _MULTIPLY / _DIVIDE
+    np.clip(out, -1.0, 1.0, out=out)  # before the float32 cast, which would overflow; infinities become +-1
     out[np.isnan(out)] = 0.0
-    return out
+    return out.astype(np.float32)
 
 
 class Strategy:

@@ -33,7 +33,7 @@ import orjson
 
 from streamers.frames import ASSETS, FEED_DISCOVERY, FEED_SOURCE, WINDOW_SECONDS, Episode, Frame
 from streamers.market_data import MarketData
-from streamers.recording import RECORDING_SUFFIXES, RecordingError, _frame, _open_read
+from streamers.recording import RECORDING_SUFFIXES, RecordingCut, RecordingError, read_lines
 
 GAP_SECONDS = 10.0  # no frame of any feed for longer than this: the data is cut there
 WARMUP_SECONDS = 300.0  # a shuffled window starts this long before its open (the longest feature lookback)
@@ -111,35 +111,16 @@ class FileScan:
         return set().union(*(a for _, a in self.windows.values())) if self.windows else set()
 
 
-def _lines(path: str, offset: int = 0) -> Iterator[tuple[int, int, bytes]]:
-    """(byte offset after the line, line number, line) from `offset`; a cut gzip stream raises EOFError."""
-    with _open_read(path) as f:
-        if offset:
-            f.seek(offset)
-        end = offset
-        for lineno, line in enumerate(f, 1):
-            end += len(line)
-            yield end, lineno, line
-
-
 def scan_file(path: str) -> FileScan:
     """One light pass: times, feeds, header, discovery windows, gaps, unreadable lines."""
     scan = FileScan(path)
     prelude_left = -1  # frames of the restated prelude still to pass (-1: no header seen)
     last_t: float | None = None
-    lineno = 0
     try:
-        for end, lineno, line in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                frame = _frame(line, path, lineno)
-            except RecordingError as exc:
-                if not line.endswith(b"\n"):
-                    scan.cut = "its last line is half written"
-                    break
+        for end, lineno, frame in read_lines(path):
+            if type(frame) is str:
                 scan.bad_lines += 1
-                scan.first_bad = scan.first_bad or str(exc).rstrip(".")
+                scan.first_bad = scan.first_bad or frame
                 continue
             scan.last_good_line = lineno
             t = frame.t
@@ -161,12 +142,8 @@ def scan_file(path: str) -> FileScan:
                 last_t = t
             if frame.feed == FEED_DISCOVERY:
                 _add_windows(scan.windows, frame.msg)
-    except (EOFError, zlib.error):
-        scan.cut = "the gzip stream is cut short"
-    except OSError as exc:
-        if lineno == 0:
-            raise RecordingError(f"Recording {path} cannot be read: {exc}.") from None
-        scan.cut = f"it cannot be read further ({exc})"
+    except RecordingCut as cut:
+        scan.cut = str(cut)
     scan.last_t = last_t
     if scan.header is None:
         scan.prelude_end = 0
@@ -304,8 +281,8 @@ class Library:
         out = []
         bad = [s for s in self.files if s.bad_lines]
         if bad:
-            out.append(f"{self.bad_lines} unreadable lines skipped in {len(bad)} file(s) (counted as feed.bad_lines "
-                       f"in the report); the first: {bad[0].first_bad}.")
+            out.append(f"{bad[0].first_bad}; skipping unreadable lines ({self.bad_lines} in {len(bad)} file(s), "
+                       "counted as feed.bad_lines in the report).")
         out += [f"Recording {s.path} ends early after line {s.last_good_line}, its last complete frame: {s.cut}; "
                 "its replay stops there." for s in self.files if s.cut]
         out += [f"Recording {s.path} holds no readable frames; skipped." for s in self.empty]
@@ -343,18 +320,14 @@ class Library:
 # ---------------------------------------------------------------- reading frames back
 
 
-def _frames_from(path: str, offset: int) -> Iterator[Frame]:
-    """The readable frames of a file from a byte offset: bad lines skipped (the scan counted them), stops where it is cut."""
+def _frames_from(path: str, offset: int) -> Iterator[tuple[int, Frame]]:
+    """(byte offset after it, frame) from a byte offset: unreadable lines skipped (the scan counted them),
+    ending quietly where the file is cut (the scan said so)."""
     try:
-        for _, lineno, line in _lines(path, offset):
-            if not line.strip():
-                continue
-            try:
-                yield _frame(line, path, lineno)
-            except RecordingError:
-                if not line.endswith(b"\n"):
-                    return
-    except (EOFError, zlib.error, OSError):
+        for end, _, frame in read_lines(path, offset):
+            if type(frame) is not str:
+                yield end, frame  # type: ignore[misc]
+    except RecordingCut:
         return
 
 
@@ -459,7 +432,8 @@ class LibrarySource:
     def _group_frames(self, g: _Group) -> Iterator[Frame]:
         for i, joined in zip(g.files, g.stitched, strict=True):
             scan = self.library.files[i]
-            yield from _frames_from(scan.path, scan.prelude_end if joined else 0)
+            for _, frame in _frames_from(scan.path, scan.prelude_end if joined else 0):
+                yield frame
 
     def _window_frames(self, g: _Group, at: _Start, stop: float) -> Iterator[Frame]:
         for t, feed, msg in orjson.loads(zlib.decompress(at.restated)):
@@ -467,7 +441,7 @@ class LibrarySource:
         pos = g.files.index(at.file)
         offset = at.offset
         while True:
-            for frame in _frames_from(self.library.files[g.files[pos]].path, offset):
+            for _, frame in _frames_from(self.library.files[g.files[pos]].path, offset):
                 if frame.t > stop:
                     return
                 yield frame
@@ -511,12 +485,7 @@ class LibrarySource:
             for i, joined in zip(g.files, g.stitched, strict=True):
                 scan = self.library.files[i]
                 offset = scan.prelude_end if joined else 0
-                for end, lineno, line in _safe_lines(scan.path, offset):
-                    try:
-                        frame = _frame(line, scan.path, lineno)
-                    except RecordingError:  # blank, unreadable or half written: the scan counted it
-                        offset = end
-                        continue
+                for end, frame in _frames_from(scan.path, offset):
                     while k < len(targets) and frame.t >= targets[k][0]:
                         t, window = targets[k]
                         restated = [(f.t, f.feed, f.msg) for f in md.restate(t, since=t)]
@@ -525,14 +494,6 @@ class LibrarySource:
                     md.handle(frame)
                     offset = end
         return starts
-
-
-def _safe_lines(path: str, offset: int) -> Iterator[tuple[int, int, bytes]]:
-    """`_lines` that ends quietly where a file is cut (the scan already said so)."""
-    try:
-        yield from _lines(path, offset)
-    except (EOFError, zlib.error, OSError):
-        return
 
 
 def _complete_in(g: _Group) -> Callable[[int, int], bool]:

@@ -1,19 +1,20 @@
 """Recordings: JSON Lines of `{"t", "feed", "msg"}`, gzip when the name ends in `.gz`.
 
-`Recorder` writes the frames a run receives; `ReplaySource` plays them back as a `Source`;
-`read_frames` iterates them. A recording cut short by a crash (truncated gzip stream or a half
-written last line) reads back up to the last complete frame.
+`Recorder` writes the frames a run receives, `RotatingRecorder` the same in parts named by time;
+`read_lines` and `read_frames` read them back. A recording cut short by a crash (truncated gzip
+stream or a half written last line) reads back up to the last complete frame. Replaying files,
+folders and globs is `streamers.library`; `python -m streamers.recording info PATH...` inspects them.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import gzip
 import os
 import time
 import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 import orjson
@@ -23,11 +24,14 @@ from streamers.frames import FEED_SOURCE, FEEDS, Frame
 RECORDING_SUFFIXES = (".jsonl.gz", ".jsonl")  # what a folder of recordings is searched for
 FLUSH_EVERY_S = 1.0  # of frame time: a crash loses at most about this much
 FLUSH_EVERY_LINES = 5000  # and at most this many frames in a burst
-_YIELD_EVERY = 256  # at speed max, let other tasks run every this many frames
 
 
 class RecordingError(Exception):
     """A recording that cannot be read or written; the message is one sentence for the user."""
+
+
+class RecordingCut(RecordingError):
+    """The file ends inside a compressed block or cannot be read further: a crash or a copy cut short."""
 
 
 def _open_write(path: str) -> IO[bytes]:
@@ -57,9 +61,12 @@ class Recorder:
         self._buffer: list[bytes] = []
         self._last_flush_t: float | None = None
         self.frames_written = 0
+        self.error: str | None = None  # why writing stopped (disk full...); later frames are dropped
 
     def write(self, frame: Frame) -> None:
         if self._file is None:
+            if self.error is not None:
+                return
             raise RecordingError(f"Recording {self.path} is already closed.")
         if self._header is not None:
             header, self._header = self._header, None
@@ -76,17 +83,31 @@ class Recorder:
         """Push buffered frames to the OS (a gzip sync point, so a crash leaves a readable prefix)."""
         if self._file is None:
             return
-        if self._buffer:
-            self._file.write(b"".join(self._buffer))
-            self._buffer.clear()
-        self._file.flush()
+        try:
+            if self._buffer:
+                self._file.write(b"".join(self._buffer))
+                self._buffer.clear()
+            self._file.flush()
+        except OSError as exc:
+            self._fail(exc)
 
     def close(self) -> None:
+        self.flush()
         if self._file is None:
             return
-        self.flush()
-        self._file.close()
+        try:
+            self._file.close()  # gzip writes its trailer here
+        except OSError as exc:
+            self._fail(exc)
         self._file = None
+
+    def _fail(self, exc: OSError) -> None:
+        """Stop writing, keep the cause; the engine ends the run at its next tick."""
+        self.error = f"cannot write the recording {self.path}: {exc.strerror or exc}"
+        self._buffer.clear()
+        file, self._file = self._file, None
+        with contextlib.suppress(OSError):  # the same full disk again; what was written stays readable
+            file.close()  # type: ignore[union-attr]
 
     def __enter__(self) -> Recorder:
         return self
@@ -197,76 +218,44 @@ def _frame(line: bytes, path: str, lineno: int) -> Frame:
     return Frame(float(t), feed, msg)
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, line, complete) where incomplete means the file ended without a newline."""
+def read_lines(path: str, offset: int = 0) -> Iterator[tuple[int, int, Frame | str]]:
+    """(byte offset after the line, line number, its frame or why it cannot be read) from byte `offset` on,
+    blank lines left out; RecordingCut where the file ends early (a half-written last line, a cut gzip stream)."""
     with _open_read(path) as f:
+        if offset:
+            f.seek(offset)  # gzip: decompresses up to there
+        end = offset
         lineno = 0
         try:
             for line in f:
                 lineno += 1
-                yield lineno, line, line.endswith(b"\n")
-        except (EOFError, zlib.error):  # a gzip stream cut short by a crash: keep what was read
-            return
-        except (gzip.BadGzipFile, OSError) as exc:
-            raise RecordingError(f"Recording {path} cannot be read: {exc}.") from None
+                end += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    yield end, lineno, _frame(line, path, lineno)
+                except RecordingError as exc:
+                    if not line.endswith(b"\n"):
+                        raise RecordingCut("its last line is half written") from None
+                    yield end, lineno, str(exc).rstrip(".")
+        except (EOFError, zlib.error):
+            raise RecordingCut("the gzip stream is cut short") from None
+        except OSError as exc:
+            if lineno == 0:
+                raise RecordingError(f"Recording {path} cannot be read: {exc}.") from None
+            raise RecordingCut(f"it cannot be read further ({exc})") from None
 
 
 def read_frames(path: str) -> Iterator[Frame]:
-    """Every frame of a recording, in order; RecordingError on a missing or malformed file."""
-    for lineno, line, complete in _lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield _frame(line, path, lineno)
-        except RecordingError:
-            if complete:
-                raise
-            return  # a half-written last line from a crash
-
-
-class ReplaySource:
-    """A recording played back as a Source; `speed` paces frame gaps ("max": no pacing)."""
-
-    virtual = True
-
-    def __init__(self, path: str, speed: float | str = "max") -> None:
-        if speed != "max":
-            try:
-                speed = float(speed)
-            except ValueError:
-                raise RecordingError(f"Replay speed {speed!r} is not a number or 'max'.") from None
-            if not speed > 0.0:
-                raise RecordingError(f"Replay speed {speed} must be above 0.")
-        self.path = path
-        self.speed = speed
-        self._rate = None if speed == "max" else float(speed)
-        self._closed = False
-        # fail now, with the file name, rather than at the first frame
-        first = next(read_frames(path), None)
-        if first is None:
-            raise RecordingError(f"Recording {path} holds no frames.")
-
-    async def frames(self) -> AsyncIterator[Frame]:
-        loop = asyncio.get_running_loop()
-        start_wall: float | None = None
-        start_t = 0.0
-        for n, frame in enumerate(read_frames(self.path)):
-            if self._closed:
-                return
-            if self._rate is None:
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            elif start_wall is None:
-                start_wall, start_t = loop.time(), frame.t
-            else:
-                # pace against the start rather than frame to frame, so sleep overshoot does not accumulate
-                delay = start_wall + (frame.t - start_t) / self._rate - loop.time()
-                if delay > 0.0:
-                    await asyncio.sleep(delay)
-            yield frame
-
-    async def close(self) -> None:
-        self._closed = True
+    """Every frame of a recording, in order, up to where a crash cut it; RecordingError on a missing file or
+    an unreadable line (the library's replay skips and counts those instead)."""
+    try:
+        for _, _, item in read_lines(path):
+            if type(item) is str:
+                raise RecordingError(item + ".")
+            yield item  # type: ignore[misc]
+    except RecordingCut:
+        return  # a half-written last line or a gzip stream cut short by a crash: keep what was read
 
 
 if __name__ == "__main__":

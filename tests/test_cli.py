@@ -52,6 +52,18 @@ def assert_one_sentence_error(proc: subprocess.CompletedProcess, *needles: str) 
         (["--strategy", "rl", "--gamma", "1"], "add --train"),
         (["--strategy", "rl", "--train", "--load", "m", "--gamma", "1"], "keeps the gamma"),
         (["--strategy", "fair_value", "--gamma", "1"], "only to --strategy rl"),
+        (["--strategy", "rl", "--train", "--save", ""], "--save needs a model name"),
+        (["--strategy", "rl", "--overwrite"], "--overwrite needs --train"),
+        (["--strategy", "momentum", "--overwrite"], "only to --strategy rl"),
+        (["--strategy", "rl", "--source", "replay", "--replay", "tests"], "holds no recordings"),
+        (["--strategy", "rl", "--source", "replay", "--replay", "nowhere/*.jsonl.gz"], "No recordings match"),
+        (["--strategy", "rl", "--source", "mix"], "--source mix needs --replay PATH"),
+        (["--strategy", "rl", "--shuffle-windows"], "apply to recordings"),
+        (["--strategy", "rl", "--epochs", "2"], "apply to recordings"),
+        (["--strategy", "rl", "--sim-share", "0.3"], "only to --source mix"),
+        (["--strategy", "rl", "--source", "mix", "--sim-share", "1"], "up to (not including) 1"),
+        (["--strategy", "momentum", "--sim-faults", "drop=0.01"], "--speed max"),
+        (["--strategy", "momentum", "--speed", "max", "--sim-faults", "garbage=0.01,stall=0.001"], "--speed X"),
         (["--strategy", "fair_value", "--latency-ms", "-5"], "0 ms or more"),
         (["--strategy", "fair_value", "--latency-ms", "soon"], "milliseconds"),
         (["--strategy", "momentum", "--source", "live", "--live", "--max-total-dollars", "10", "--latency-ms", "100"],
@@ -81,7 +93,7 @@ def test_recording_that_cannot_be_written_exits_2(tmp_path: Path) -> None:
     blocker.write_text("not a folder")
     proc = run_cli("--strategy", "momentum", "--markets", "1", "--log-dir", str(tmp_path / "logs"),
                    "--no-tui", "--record", str(blocker / "rec.jsonl"))
-    assert_one_sentence_error(proc, "recording")
+    assert_one_sentence_error(proc, "--record", "is not a folder")
 
 
 def test_save_name_that_is_a_folder_exits_2_before_training(tmp_path: Path) -> None:

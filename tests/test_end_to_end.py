@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.conftest import FIXTURES
+
 ROOT = Path(__file__).resolve().parents[1]
-FIXTURES = ROOT.parent / "shared" / "fixtures"
 WALL_FIELDS = {"wall_seconds", "decisions_per_second", "logs", "recording"}  # and where the files went
 UPDATE_COLUMNS = [
     "timestamp", "update_num", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",

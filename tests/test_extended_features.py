@@ -12,8 +12,9 @@ from benchmarks.learning import Outcome, window_pnls
 from persistence import CheckpointError
 from strategies.base import EXTENDED_FEATURE_NAMES, FEATURE_NAMES, MarketState, features_matrix
 from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
+from tests.conftest import FIXTURES
 
-PHASE5 = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "reference_phase5" / "rl_model"
+PHASE5 = FIXTURES / "reference_phase5" / "rl_model"
 
 
 def _state(**kw: float) -> MarketState:

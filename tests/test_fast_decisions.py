@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import fields
 
 import numpy as np
@@ -81,3 +82,15 @@ def test_training_decisions_store_the_mlx_log_prob_and_value_of_the_sampled_acti
         for s in states:
             agent.record(s.market_id, 0.0)
     assert (counts > 0).all()  # a near-uniform fresh policy samples every action
+
+
+def test_features_of_values_beyond_float32_clamp_without_overflow_warnings() -> None:
+    state = MarketState(market_id="m", returns_1m=1e300, position_pnl=-1e300, spread=1e300, vol_expansion=math.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow in the float32 cast would raise here
+        single = state.to_features()
+        batch = features_matrix([state])
+        extended = state.to_extended_features()
+    np.testing.assert_array_equal(batch[0], single)
+    assert single[0] == 1.0 and single[14] == -1.0 and single[7] == 1.0 and single[11] == 0.0
+    assert extended.dtype == np.float32 and np.isfinite(extended).all()

@@ -21,8 +21,8 @@ from persistence import CheckpointError, load_checkpoint, save_checkpoint
 from persistence.safetensors_file import encode_safetensors, read_safetensors
 from strategies.base import MarketState
 from strategies.rl_mlx import PPOConfig, RLStrategy
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 WRITER = Path(__file__).resolve().parent / "checkpoint_writer.py"
 PROBE = np.random.default_rng(0)
 PROBE_FEATURES = PROBE.uniform(-1, 1, (8, 18)).astype(np.float32)

@@ -10,8 +10,8 @@ import pytest
 
 from strategies.base import Action, MarketState
 from strategies.rl_mlx import MAX_TRACKED_MARKETS, PPOConfig, RLStrategy, RolloutBuffer, Step, gae
+from tests.conftest import FIXTURES
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
 METRIC_KEYS = {
     "update_num",
     "policy_loss",

@@ -21,8 +21,7 @@ from strategies.rl_mlx import (
     _one_blas_thread,
     _openblas_threads,
 )
-
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures"
+from tests.conftest import FIXTURES
 
 
 def _batch(n: int, seed: int, input_dim: int = 18) -> RolloutBatch:

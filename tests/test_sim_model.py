@@ -8,8 +8,9 @@ from collections import defaultdict
 
 import pytest
 
-from benchmarks.calibration import measure, return_statistics
+from benchmarks.calibration import return_statistics
 from sim.faults import FaultSpec
+from sim.fit import read_sim
 from sim.market import SimEvent, SimMarket
 from sim.model import ASSET_PARAMS, WINDOW
 from sim.profiles import load_profile
@@ -21,6 +22,7 @@ from streamers.frames import (
     FEED_SPOT,
     FEEDS,
 )
+from streamers.recording_stats import figures
 
 SEED = 7
 
@@ -338,7 +340,7 @@ def test_fault_spec_parses_rates() -> None:
 
 
 def test_short_calibration_run_lands_near_the_real_statistics() -> None:
-    stats = measure(11, windows=3)
+    stats = {k: f.value for k, f in figures(read_sim([11], tuple(ASSET_PARAMS), windows=3)).items()}
     assert stats["spread_q50"] == pytest.approx(0.01)
     assert stats["spread_q10"] >= 0.005 and stats["spread_q99"] <= 0.06
     assert 0.3 < stats["mid_change_share"] < 0.65
