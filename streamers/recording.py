@@ -155,17 +155,27 @@ class RotatingRecorder:
         self._second: int | None = None
         self._last_t: float | None = None
         self._closed = False
+        self._error: str | None = None
         self.frames_written = 0
+
+    @property
+    def error(self) -> str | None:
+        """Why writing stopped (a full disk, a folder that cannot be made); later frames are dropped."""
+        return self._error or (self._part.error if self._part is not None else None)
 
     def write(self, frame: Frame) -> None:
         if self._closed:
             raise RecordingError(f"Recording {self.pattern} is already closed.")
+        if self._error is not None:
+            return
         second = int(frame.t)
         if second != self._second:  # the name can only change with the second
             self._second = second
             name = time.strftime(self.pattern, time.gmtime(second))
             if name != self._name:
                 self._rotate(name, frame.t)
+                if self._error is not None:
+                    return
         self._part.write(frame)  # type: ignore[union-attr]
         self._last_t = frame.t
 
@@ -174,15 +184,21 @@ class RotatingRecorder:
         if self._part is not None:
             self.frames_written += self._part.frames_written
             self._part.close()
-        folder = os.path.dirname(name)
+            self._error = self._part.error
+            self._part = None
+            if self._error is not None:
+                return
+        path = _free_name(name)
+        folder = os.path.dirname(path)
         try:
             if folder:
                 os.makedirs(folder, exist_ok=True)
-        except OSError as exc:
-            raise RecordingError(f"Cannot create the folder {folder} for recording {name}: {exc.strerror or exc}.") from None
-        path = _free_name(name)
-        part = {"run": self._run, "index": len(self.paths), "since": self._last_t, "prelude": len(prelude)}
-        self._part = Recorder(path, header=orjson.dumps({**self._header, "part": part}).decode())
+            part = {"run": self._run, "index": len(self.paths), "since": self._last_t, "prelude": len(prelude)}
+            self._part = Recorder(path, header=orjson.dumps({**self._header, "part": part}).decode())
+        except (OSError, RecordingError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rstrip(".")
+            self._error = f"cannot start the recording part {path}: {reason}"
+            return
         self._name = name
         self.paths.append(path)
         for restated in prelude:
@@ -199,6 +215,7 @@ class RotatingRecorder:
         if self._part is not None:
             self.frames_written += self._part.frames_written
             self._part.close()
+            self._error = self._error or self._part.error
 
     def __enter__(self) -> RotatingRecorder:
         return self

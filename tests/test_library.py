@@ -315,3 +315,13 @@ def test_scan_counts_frames_per_feed_and_reads_gzip_parts(run):
         lines = fh.read().splitlines()
     assert scan.frames == len(lines)
     assert orjson.loads(lines[0])["feed"] == FEED_SOURCE
+
+
+def test_a_part_that_cannot_be_started_stops_the_recording_with_its_reason(tmp_path):
+    (tmp_path / "blocker").write_text("a file where a folder should be")
+    rot = RotatingRecorder(str(tmp_path / "blocker" / "%H" / "x.jsonl"), HEADER, MarketData(ASSETS).restate)
+    rot.write(Frame(3600.0, "polymarket_market", "PONG"))
+    rot.write(Frame(3601.0, "polymarket_market", "PONG"))  # dropped, not raised: the engine stops on `error`
+    rot.close()
+    assert rot.error is not None and rot.error.startswith("cannot start the recording part")
+    assert "Not a directory" in rot.error and rot.paths == []
