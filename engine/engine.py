@@ -12,7 +12,9 @@ venue (which supplies the real latency), orders execute within the tick.
 Virtual sources (sim/replay at max speed) drive a VirtualClock: every tick and every fill due at a
 time T < t runs, in time order, before the frame at time t is applied (a fill due at a tick's time
 runs first). Real-time sources are pumped into a queue while the loop wakes on tick times and fill
-due times, so both happen on time even when no frame arrives.
+due times, so both happen on time even when no frame arrives. A virtual source may come in episodes (a
+library of recordings): the engine trades only the windows each episode holds whole, and forgets its
+markets, data and clock between two (the strategy and the totals carry on).
 """
 
 from __future__ import annotations
