@@ -210,7 +210,7 @@ def _classify(windows: dict[int, tuple[int, set[str]]], spans: Sequence[tuple[fl
 
 @dataclass
 class _Group:
-    """Files that play as one episode in time order (each starts at or after the end of the one before)."""
+    """One recording: a file, or the consecutive parts of a rotated one; it plays as one episode."""
 
     files: list[int]
     stitched: list[bool]
@@ -234,15 +234,13 @@ class Library:
             raise RecordingError(f"Recording {names} holds no readable frames." if len(scans) == 1
                                  else f"None of the recordings ({names}) holds a readable frame.")
         self.groups: list[_Group] = []
-        group_end = -float("inf")
         for i, scan in enumerate(self.files):
-            if not self.groups or scan.first_t < group_end - _TIME_SLACK:  # type: ignore[operator]
-                self.groups.append(_Group([], [], [], {}, [], []))
-                group_end = -float("inf")
-            g = self.groups[-1]
-            g.stitched.append(bool(g.files) and _continues(self.files[g.files[-1]], scan))
+            g = next((g for g in self.groups if _continues(self.files[g.files[-1]], scan)), None)
+            if g is None:
+                g = _Group([], [], [], {}, [], [])
+                self.groups.append(g)
+            g.stitched.append(bool(g.files))
             g.files.append(i)
-            group_end = max(group_end, scan.last_t)  # type: ignore[type-var]
             for start, (end, assets) in scan.windows.items():
                 g.windows.setdefault(start, (end, set()))[1].update(assets)
         for g in self.groups:
@@ -261,7 +259,9 @@ class Library:
 
     @property
     def windows_cut(self) -> int:
-        return sum(len(g.partial) for g in self.groups)
+        """Windows that some recording touches but none holds whole (one cut across two files counts once)."""
+        complete = {start for g in self.groups for start in g.complete}
+        return len({start for g in self.groups for start in g.partial} - complete)
 
     @property
     def bad_lines(self) -> int:
@@ -305,14 +305,14 @@ class Library:
         for scan in self.files:
             by_feed.update(scan.by_feed)
         gaps = [{"after": a, "seconds": round(b - a, 3)} for g in self.groups for (_, a), (b, _) in
-                zip(g.spans, g.spans[1:], strict=False)]
+                zip(g.spans, g.spans[1:], strict=False)]  # between the uncut stretches of one recording
         total = {
             "files": len(self.files) + len(self.empty), "first": self.files[0].first_t,
             "last": max(s.last_t for s in self.files),  # type: ignore[type-var]
             "assets": list(self.assets), "windows_complete": self.windows_complete, "windows_partial": self.windows_cut,
             "frames": sum(by_feed.values()), "frames_by_feed": dict(sorted(by_feed.items())),
-            "cuts": gaps, "bad_lines": self.bad_lines, "files_ending_early": sum(1 for s in self.files if s.cut),
-            "overlapping_groups": len(self.groups),
+            "recordings": len(self.groups), "gaps": gaps, "bad_lines": self.bad_lines,
+            "files_ending_early": sum(1 for s in self.files if s.cut),
         }
         return {"files": files, "total": total}
 
@@ -607,10 +607,8 @@ def format_info(info: dict) -> str:
     lines.append(f"  windows  {t['windows_complete']} complete, {t['windows_partial']} partial (cut by a file "
                  "boundary or a gap: skipped, never half-traded)")
     lines.append(f"  frames   {t['frames']:,}: {_feeds(t['frames_by_feed'])}")
-    cuts = t["cuts"]
-    lines.append(f"  cuts     {len(cuts)} (gaps over {GAP_SECONDS:g} s and file boundaries that do not continue)"
-                 + ("" if t["overlapping_groups"] <= 1 else
-                    f"; {t['overlapping_groups']} stretches overlap in time and replay as separate episodes"))
+    lines.append(f"  pieces   {t['recordings']} recording(s) (a file, or the consecutive parts of one rotated "
+                 f"recording: each replays as one stream), {len(t['gaps'])} gap(s) over {GAP_SECONDS:g} s inside them")
     lines.append(f"  unreadable lines {t['bad_lines']}; files ending early {t['files_ending_early']}")
     return "\n".join(lines)
 

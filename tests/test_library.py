@@ -325,3 +325,12 @@ def test_a_part_that_cannot_be_started_stops_the_recording_with_its_reason(tmp_p
     rot.close()
     assert rot.error is not None and rot.error.startswith("cannot start the recording part")
     assert "Not a directory" in rot.error and rot.paths == []
+
+
+def test_recordings_that_overlap_in_time_play_one_after_the_other(run, tmp_path):
+    for name in ("one.jsonl.gz", "two.jsonl.gz"):  # the same hour recorded twice, as by two machines
+        (tmp_path / name).write_bytes(run["single"].read_bytes())
+    library = Library.open(str(tmp_path))
+    assert len(library.groups) == 2 and library.windows_complete == 4 and library.windows_cut == 1
+    once = [f for f in read_frames(str(run["single"]))]
+    assert frames_of(LibrarySource(library, warn=quiet)) == once + once
