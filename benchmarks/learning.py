@@ -312,8 +312,9 @@ class Bench:
         }
         flags = self._rl_flags(True, save) if fresh else self._rl_flags(True, load=save)
         flags += f" --epochs {epochs}" if epochs != 1 else ""
-        flags += f" --shuffle-windows --seed {seed}" if shuffle else ""
-        flags += f" --sim-share {sim_share:g}" + ("" if shuffle else f" --seed {seed}") if sim_share else ""
+        flags += " --shuffle-windows" if shuffle else ""
+        flags += f" --sim-share {sim_share:g}" if sim_share else ""
+        flags += f" --seed {seed}" if shuffle or sim_share else ""
         self.commands.append(replay_command("rl", spec, self.assets, "book", flags + latency_flag(self.latency_ms),
                                             "mix" if sim_share else "replay"))
         mixed = f" and {source.sim_windows} simulator windows" if isinstance(source, MixSource) else ""
@@ -468,11 +469,13 @@ def main(argv: list[str] | None = None) -> int:
     rec.add_argument("--pretrain-sim-windows", type=int, default=0, metavar="N",
                      help="before the recordings, train on N simulator windows spread over --train-seeds")
     rec.add_argument("--epochs", type=int, default=1, metavar="N", help="passes over the training recordings")
-    rec.add_argument("--shuffle-windows", action="store_true",
-                     help="train on the recorded windows in a random order (seeded by the agent seed)")
+    rec.add_argument("--shuffle-windows", action="store_true", help="train on the recorded windows in a random order")
     rec.add_argument("--sim-share", type=float, default=0.0, metavar="S",
                      help="alternate simulator windows with the recorded ones, S of all training windows (as "
-                          "run.py --source mix; simulator seeds from the agent seed up)")
+                          "run.py --source mix)")
+    rec.add_argument("--replay-seed", type=int, default=10000, metavar="N",
+                     help="seeds the shuffled order and the simulator windows of --sim-share (seeds N, N+1, ...), as "
+                          "run.py --seed does; the default keeps them away from the usual simulator seeds")
     args = p.parse_args(argv)
     try:
         profile = load_profile(args.sim_profile)
@@ -565,7 +568,7 @@ def main(argv: list[str] | None = None) -> int:
                 bench.say(f"agent seed {agent_seed}:")
             agent = bench.new_agent(agent_seed)
             if args.train_recordings:
-                run["training"] = pretrain_then_recordings(bench, agent, args, f"rl{tag}", model, agent_seed)
+                run["training"] = pretrain_then_recordings(bench, agent, args, f"rl{tag}", model)
             else:
                 run["training"] = bench.train(agent, args.train_seeds, args.train_windows, f"rl{tag}", model)
             run["selected"] = selected_candidate(run["training"])
@@ -603,9 +606,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def pretrain_then_recordings(
-    bench: Bench, agent: RLStrategy, args: argparse.Namespace, tag: str, model: str, seed: int
-) -> list[dict]:
+def pretrain_then_recordings(bench: Bench, agent: RLStrategy, args: argparse.Namespace, tag: str, model: str) -> list[dict]:
     """`--pretrain-sim-windows` simulator windows spread over the training seeds, then the training recordings."""
     seeds = args.train_seeds
     n = args.pretrain_sim_windows
@@ -614,7 +615,7 @@ def pretrain_then_recordings(
     for i, (sim_seed, windows) in enumerate((s, w) for s, w in zip(seeds, share, strict=True) if w):
         rows += bench.train(agent, [sim_seed], windows, f"{tag}_pre", model, fresh=i == 0)
     rows.append(bench.train_recordings(agent, args.train_recordings, tag, model, fresh=not rows, epochs=args.epochs,
-                                       shuffle=args.shuffle_windows, sim_share=args.sim_share, seed=seed))
+                                       shuffle=args.shuffle_windows, sim_share=args.sim_share, seed=args.replay_seed))
     return rows
 
 
