@@ -7,10 +7,10 @@ any other file boundary, and any silence longer than GAP_SECONDS, cuts the data.
 when one stretch of uncut data holds it from its start to its end; only complete windows are traded,
 the others are counted as cut, never half-traded.
 
-Replay: in time order (the default) the files play one after another as one episode, a new episode
-(the engine forgets markets, data and clock) only where time would go back; `shuffle_seed` plays every
-complete window as an episode of its own, in a seeded random order, from the state a MarketData pass
-restated WARMUP_SECONDS before it; `epochs` repeats the whole.
+Replay: in time order (the default) each recording (a file, or the chain of parts of a rotated one) plays
+as one episode, the recordings one after another by their first frame (between two the engine forgets
+markets, data and clock); `shuffle_seed` plays every complete window as an episode of its own, in a seeded
+random order, from the state a MarketData pass restated WARMUP_SECONDS before it; `epochs` repeats the whole.
 """
 
 from __future__ import annotations
@@ -613,9 +613,15 @@ def format_info(info: dict) -> str:
     return "\n".join(lines)
 
 
+class _OneSentence(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one sentence on stderr and exit 2, no usage dump
+        print(f"updown: {message} (see python -m streamers.recording info --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
 def info_main(argv: Sequence[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m streamers.recording", description="Inspect recordings.")
-    sub = p.add_subparsers(dest="command", required=True)
+    p = _OneSentence(prog="python -m streamers.recording", description="Inspect recordings.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_OneSentence)
     info = sub.add_parser("info", help="per file and in total: time range, assets, windows, frames, gaps, bad lines")
     info.add_argument("paths", nargs="+", metavar="PATH", help="recording files, folders or globs")
     info.add_argument("--json", action="store_true", help="print JSON for scripts")
