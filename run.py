@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import signal
@@ -75,6 +76,16 @@ def latency_arg(text: str) -> float:
     return value
 
 
+def share_arg(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share from 0 up to (not including) 1, got {text}")
+    return value
+
+
 def speed_arg(text: str) -> float | str:
     return "max" if text == "max" else positive_float(text)
 
@@ -103,9 +114,19 @@ def build_parser() -> CliParser:
                    help="discount per decision of a new rl model (default 0.95, the published value; 1.0 = the "
                         "window's undiscounted PnL, see TRAINING_JOURNAL.md); a loaded model keeps its own")
     p.add_argument("--size", type=positive_float, default=100.0, help="trade size in USD; a position is size x 0.5")
-    p.add_argument("--source", choices=("live", "sim", "replay"), default="sim", help="market data source")
-    p.add_argument("--replay", metavar="FILE", help="recording to replay (with --source replay)")
-    p.add_argument("--record", metavar="FILE", help="record every received frame (JSON Lines, .gz to compress)")
+    p.add_argument("--source", choices=("live", "sim", "replay", "mix"), default="sim",
+                   help="market data source (mix: simulator and recorded windows alternate, for training)")
+    p.add_argument("--replay", metavar="PATH",
+                   help="recordings to replay (--source replay or mix): a file, a folder or a quoted glob")
+    p.add_argument("--shuffle-windows", action="store_true",
+                   help="replay every complete recorded window as its own episode, in a random order from --seed")
+    p.add_argument("--epochs", type=positive_int, default=1, metavar="N",
+                   help="pass over the recordings N times (default 1)")
+    p.add_argument("--sim-share", type=share_arg, default=0.5, metavar="S",
+                   help="with --source mix: the share of windows taken from the simulator (default 0.5)")
+    p.add_argument("--record", metavar="FILE",
+                   help="record every received frame (JSON Lines, .gz to compress); time fields such as "
+                        "data/%%Y%%m%%d-%%H.jsonl.gz start a new file whenever the name changes (UTC)")
     p.add_argument("--seed", type=int, default=None, help="seed for the simulator and the strategy")
     p.add_argument("--speed", type=speed_arg, default=None, help="'max' or a multiple of real time (sim, replay)")
     p.add_argument("--markets", type=positive_int, default=None, help="stop after N 15-minute windows")
@@ -167,15 +188,28 @@ def validate(args: argparse.Namespace) -> Options:
         raise BadInput("--gamma applies to a new model; a loaded model keeps the gamma saved in its stats")
     if args.gamma is not None and not args.train:
         raise BadInput("--gamma is a training setting; add --train")
-    if args.source == "replay":
+    if args.source in ("replay", "mix"):
         if not args.replay:
-            raise BadInput("--source replay needs --replay FILE")
-        if Path(args.replay).is_dir():
-            raise BadInput(f"recording {args.replay} is a folder; give a recording file (one written with --record)")
-        if not Path(args.replay).is_file():
-            raise BadInput(f"recording {args.replay} does not exist")
-    elif args.replay:
-        raise BadInput("--replay FILE is only used with --source replay")
+            raise BadInput(f"--source {args.source} needs --replay PATH (a recording, a folder or a glob)")
+        from streamers.library import resolve
+        from streamers.recording import RecordingError
+
+        try:
+            resolve(args.replay)
+        except RecordingError as exc:
+            raise BadInput(str(exc).rstrip(".")) from None
+        if args.record and (args.epochs > 1 or args.shuffle_windows or args.source == "mix"):
+            raise BadInput("--record writes one stream in time order; it cannot record --epochs, "
+                           "--shuffle-windows or --source mix")
+    else:
+        if args.replay:
+            raise BadInput("--replay PATH is only used with --source replay or mix")
+        if args.shuffle_windows or args.epochs != 1:
+            raise BadInput("--shuffle-windows and --epochs apply to recordings (--source replay or mix)")
+    if args.source != "mix" and args.sim_share != 0.5:
+        raise BadInput("--sim-share applies only to --source mix")
+    if args.source == "mix" and args.speed not in (None, "max"):
+        raise BadInput("--source mix runs at --speed max (it switches between simulated and recorded windows)")
     if args.source == "live" and args.speed not in (None, 1.0):
         raise BadInput("--speed applies to --source sim and replay; live markets run in real time")
     if args.live:
@@ -204,10 +238,11 @@ def validate(args: argparse.Namespace) -> Options:
             raise BadInput("--sim-faults drop and stall act on the simulator's websocket connections, which "
                            "--speed max does not use; run them with --speed X (e.g. --speed 60), or keep only "
                            "garbage= at --speed max")
-    if args.sim_profile and args.source != "sim":
-        raise BadInput("--sim-profile applies only to --source sim (a recording or the live venues bring their own market)")
+    if args.sim_profile and args.source not in ("sim", "mix"):
+        raise BadInput("--sim-profile applies only to --source sim or mix (a recording or the live venues bring "
+                       "their own market)")
     profile = None
-    if args.source == "sim":
+    if args.source in ("sim", "mix"):
         from sim.profiles import ProfileError, load_profile
 
         try:
@@ -234,7 +269,7 @@ def validate(args: argparse.Namespace) -> Options:
             check_folder(args.tensorboard)
         except TensorBoardError as exc:
             raise BadInput(str(exc)) from None
-    speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay") else 1.0)
+    speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay", "mix") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
         save_name = args.save or args.load or "rl_model"
@@ -245,7 +280,10 @@ def validate(args: argparse.Namespace) -> Options:
     check_writable_folder("--log-dir", Path(args.log_dir), create=True)
     if args.report:
         check_writable_file("--report", Path(args.report), create_folder=True)
-    if args.record:
+    if args.record and "%" in args.record:  # a rotating series: its fixed folder must take new files
+        fixed = list(itertools.takewhile(lambda part: "%" not in part, Path(args.record).parent.parts))
+        check_writable_folder("--record", Path(*fixed) if fixed else Path("."), create=False)
+    elif args.record:
         check_writable_file("--record", Path(args.record), create_folder=False)
     return Options(args=args, speed=speed, save_name=save_name, profile=profile)
 
@@ -358,11 +396,19 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
     from core.clock import RealClock, VirtualClock
 
     args = opts.args
-    if args.source == "replay":
-        from streamers.recording import RecordingError, ReplaySource
+    if args.source in ("replay", "mix"):
+        from streamers.library import Library, LibrarySource, MixSource
+        from streamers.recording import RecordingError
 
+        seed = 0 if args.seed is None else args.seed
         try:
-            source = ReplaySource(args.replay, opts.speed)
+            source = LibrarySource(Library.open(args.replay), opts.speed, epochs=args.epochs,
+                                   shuffle_seed=seed if args.shuffle_windows else None)
+            if args.source == "mix":
+                from sim.source import SimSource
+
+                source = MixSource(source, lambda i: SimSource(seed + i, assets=args.assets, profile=opts.profile),
+                                   args.sim_share)
         except RecordingError as exc:
             raise BadInput(str(exc)) from None
         stack.push_async_callback(source.close)
@@ -436,10 +482,10 @@ def source_header(opts: Options) -> dict:
     """What produced a run's data: a recording's first line and the report's `data_source`."""
     args = opts.args
     header: dict = {"source": args.source, "assets": list(args.assets)}
-    if args.source == "sim":
+    if args.source in ("sim", "mix"):
         header["seed"] = 0 if args.seed is None else args.seed
         header["sim_profile"] = opts.profile.to_dict()
-    if args.source == "replay":
+    if args.source in ("replay", "mix"):
         header["recording"] = args.replay
     return header
 
@@ -500,12 +546,16 @@ async def run(opts: Options) -> int:
         async with contextlib.AsyncExitStack() as stack:
             source, clock = await build_source(opts, stack)
             broker = build_broker(opts)
+            market_data = MarketData(assets=args.assets)
             recorder = None
             if args.record:
-                from streamers.recording import Recorder, RecordingError
+                from streamers.recording import Recorder, RecordingError, RotatingRecorder, is_pattern
 
                 try:
-                    recorder = Recorder(args.record, header=json.dumps(source_header(opts)))
+                    if is_pattern(args.record):
+                        recorder = RotatingRecorder(args.record, source_header(opts), market_data.restate)
+                    else:
+                        recorder = Recorder(args.record, header=json.dumps(source_header(opts)))
                 except RecordingError as exc:
                     raise BadInput(str(exc)) from None
                 stack.callback(recorder.close)
@@ -546,7 +596,7 @@ async def run(opts: Options) -> int:
                 on_window=print_window if args.no_tui else None,
                 tensorboard=tensorboard,
             )
-            engine = Engine(strategy, source, clock, MarketData(assets=args.assets), cfg, broker=broker)
+            engine = Engine(strategy, source, clock, market_data, cfg, broker=broker)
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, engine.stop)
@@ -575,6 +625,10 @@ async def run(opts: Options) -> int:
         report["model_loaded"] = args.load
         report["recording"] = args.record
         report["tensorboard"] = args.tensorboard
+        if recorder is not None and hasattr(recorder, "paths"):
+            report["recording_files"] = recorder.paths
+        if hasattr(source, "summary"):
+            report["library"] = source.summary()
         report["data_source"] = source_header(opts)
         print(format_summary(report))
         if args.charts:

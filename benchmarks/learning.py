@@ -6,9 +6,15 @@ Everything runs in-process through the same Engine, SimSource and PaperBroker th
     python -m benchmarks.learning                                   # quick: BTC,ETH, 2 x 5 training windows
     python -m benchmarks.learning --features extended --train-windows 20 --train-seeds 1,2,3
     python -m benchmarks.learning --resume-check --train-windows 20  # 20 + save/load + 20 vs 40 straight
+    python -m benchmarks.learning --train-recordings 'data/2026010[1-3]*' --eval-recordings 'data/20260104*'
 
-The unit of the confidence intervals is one 15-minute window of one evaluation seed (PnL summed over the
-assets traded in it); the interval is mean +- 1.96 standard errors (normal approximation).
+Walk-forward on recordings: `--train-recordings` trains on recorded windows (`--epochs`, `--shuffle-windows`,
+`--sim-share` to alternate with simulator windows, `--pretrain-sim-windows` to start from the simulator) and
+`--eval-recordings` evaluates on later ones, each through the same LibrarySource as `run.py --source replay`;
+every evaluation window must start after the last training window ends.
+
+The unit of the confidence intervals is one 15-minute window of one evaluation seed or recording (PnL summed
+over the assets traded in it); the interval is mean +- 1.96 standard errors (normal approximation).
 """
 
 from __future__ import annotations
@@ -36,7 +42,9 @@ from sim.source import SimSource
 from strategies import create_strategy
 from strategies.base import Strategy
 from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
+from streamers.library import Library, LibrarySource, MixSource
 from streamers.market_data import MarketData
+from streamers.recording import RecordingError
 
 BASELINES = ("random", "momentum", "mean_revert", "fade_spike", "gating", "fair_value")
 Z95 = 1.96
@@ -108,12 +116,11 @@ def window_pnls(episodes_csv: str) -> list[float]:
     return [v for k, v in sorted(totals.items()) if k not in partial]
 
 
-async def _run_engine(strategy: Strategy, cfg: EngineConfig, seed: int, profile: SimProfile | None) -> dict:
-    source = SimSource(seed, assets=cfg.assets, profile=profile)
+async def _run_engine(strategy: Strategy, cfg: EngineConfig, source: object) -> dict:
     try:
         return await Engine(strategy, source, VirtualClock(), MarketData(assets=cfg.assets), cfg).run()
     finally:
-        await source.close()
+        await source.close()  # type: ignore[attr-defined]
 
 
 def run_once(
@@ -126,8 +133,47 @@ def run_once(
         size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
         seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms, tensorboard=tensorboard,
     )
-    report = asyncio.run(_run_engine(strategy, cfg, seed, profile))
+    report = asyncio.run(_run_engine(strategy, cfg, SimSource(seed, assets=assets, profile=profile)))
     return report, window_pnls(report["logs"]["episodes"])
+
+
+def run_recordings(
+    strategy: Strategy, name: str, source: LibrarySource | MixSource, assets: tuple[str, ...], fill: str,
+    train: bool, log_dir: Path, run_id: str, latency_ms: float = 300.0,
+) -> tuple[dict, list[float]]:
+    """One run over recordings (or the sim/recording mix) at max speed; the report and the PnL of each window."""
+    cfg = EngineConfig(
+        size=100.0, fill=fill, assets=assets, train=train, log_dir=log_dir, run_id=run_id, source_name="replay",
+        strategy_name=name, latency_ms=latency_ms,
+    )
+    report = asyncio.run(_run_engine(strategy, cfg, source))
+    return report, window_pnls(report["logs"]["episodes"])
+
+
+def replay_command(strategy: str, spec: str, assets: tuple[str, ...], fill: str, extra: str = "",
+                   source: str = "replay") -> str:
+    """The run.py command line equivalent to one in-process run over recordings."""
+    return (f"python run.py --strategy {strategy} --source {source} --replay '{spec}' --speed max "
+            f"--assets {','.join(assets)} --fill {fill} --no-tui{extra}")
+
+
+def walk_forward_split(train: Library, evaluation: Library) -> tuple[int, int]:
+    """(end of the last training window, start of the first evaluation window); SystemExit unless the first
+    comes no later than the second, so that every evaluation window lies after everything trained on."""
+    if not train.complete_windows() or not evaluation.complete_windows():
+        empty = "training" if not train.complete_windows() else "evaluation"
+        raise SystemExit(f"the {empty} recordings hold no complete window (see python -m streamers.recording info)")
+    last_end = max(end for _, end in train.complete_windows())
+    first_start = min(start for start, _ in evaluation.complete_windows())
+    if first_start < last_end:
+        raise SystemExit(f"an evaluation window starts at {_utc(first_start)}, before the last training window ends "
+                         f"({_utc(last_end)}); walk-forward evaluation needs every evaluation window after the "
+                         "training ones")
+    return last_end, first_start
+
+
+def _utc(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(t))
 
 
 def command(strategy: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, extra: str = "") -> str:
@@ -141,7 +187,11 @@ def command(strategy: str, seed: int, windows: int, assets: tuple[str, ...], fil
 def sim_flags(profile: SimProfile, latency_ms: float) -> str:
     """The run.py flags for a non-default profile and latency ('' for the defaults)."""
     flags = "" if profile.name == DEFAULT_PROFILE else f" --sim-profile {profile.name}"
-    return flags + ("" if latency_ms == 300.0 else f" --latency-ms {latency_ms:g}")
+    return flags + latency_flag(latency_ms)
+
+
+def latency_flag(latency_ms: float) -> str:
+    return "" if latency_ms == 300.0 else f" --latency-ms {latency_ms:g}"
 
 
 def update_summary(updates_csv: str) -> dict[str, float]:
@@ -173,6 +223,7 @@ class Bench:
     profile: SimProfile = field(default_factory=lambda: load_profile(None))
     latency_ms: float = 300.0
     tensorboard: str | None = None  # folder: one TensorBoard run (subfolder) per trained agent
+    libraries: dict[str, Library] = field(default_factory=dict)  # scanned once per path
 
     def say(self, text: str) -> None:
         if not self.quiet:
@@ -222,6 +273,77 @@ class Bench:
         if save:
             agent.save(save)
         return rows
+
+    def library(self, spec: str) -> Library:
+        """The recordings named by `spec`, scanned (and their problems told) once per benchmark."""
+        if spec not in self.libraries:
+            try:
+                library = Library.open(spec)
+            except RecordingError as exc:
+                raise SystemExit(str(exc)) from None
+            if not set(library.assets) & set(self.assets):
+                raise SystemExit(f"the recordings {spec} hold none of the assets {','.join(self.assets)} "
+                                 f"(they hold {','.join(library.assets) or 'none'}); choose --assets")
+            for message in library.warnings():
+                self.say(f"[replay] {message}")
+            self.libraries[spec] = library
+        return self.libraries[spec]
+
+    def source(self, spec: str, epochs: int = 1, shuffle_seed: int | None = None, sim_share: float = 0.0,
+               sim_seed: int = 0) -> LibrarySource | MixSource:
+        """A fresh replay of the recordings (alternating with simulator windows seeded from `sim_seed` when
+        `sim_share` is above 0), as `run.py --source replay` or `--source mix` builds it."""
+        source = LibrarySource(self.library(spec), epochs=epochs, shuffle_seed=shuffle_seed, warn=lambda _: None)
+        if not sim_share:
+            return source
+        return MixSource(source, lambda i: SimSource(sim_seed + i, assets=self.assets, profile=self.profile), sim_share)
+
+    def train_recordings(
+        self, agent: RLStrategy, spec: str, tag: str, save: str, fresh: bool, epochs: int = 1,
+        shuffle: bool = False, sim_share: float = 0.0, seed: int = 0,
+    ) -> dict:
+        """Train `agent` on every complete window of the recordings (`epochs` passes, shuffled from `seed` or in
+        time order, alternating with simulator windows seeded from `seed` when `sim_share` is above 0)."""
+        start = time.perf_counter()
+        source = self.source(spec, epochs, seed if shuffle else None, sim_share, seed)
+        report, _ = run_recordings(agent, "rl", source, self.assets, "book", True, self.out, f"{tag}_train_rec",
+                                   self.latency_ms)
+        agent.save(save)
+        row = {
+            "recordings": spec, "epochs": epochs, "shuffle_seed": seed if shuffle else None, "sim_share": sim_share,
+            "library": report.get("library"), "windows": report["windows"], "trades": report["trades"],
+            "pnl": report["pnl"], "fees": report["fees"], "win_rate": report["win_rate"],
+            "reward_count": agent.reward_count, "decisions_per_second": report["decisions_per_second"],
+            "wall_seconds": time.perf_counter() - start, **update_summary(report["logs"]["updates"]),
+        }
+        flags = self._rl_flags(True, save) if fresh else self._rl_flags(True, load=save)
+        flags += f" --epochs {epochs}" if epochs != 1 else ""
+        flags += " --shuffle-windows" if shuffle else ""
+        flags += f" --sim-share {sim_share:g}" if sim_share else ""
+        flags += f" --seed {seed}" if shuffle or sim_share else ""
+        self.commands.append(replay_command("rl", spec, self.assets, "book", flags + latency_flag(self.latency_ms),
+                                            "mix" if sim_share else "replay"))
+        mixed = f" and {source.sim_windows} simulator windows" if isinstance(source, MixSource) else ""
+        self.say(
+            f"  train {tag} on recordings {spec}: {row['windows']} windows{mixed} ({epochs} epoch(s), "
+            f"{'shuffled' if shuffle else 'in time order'}), PnL ${row['pnl']:+,.0f} (fees ${row['fees']:,.0f}), "
+            f"{row['trades']} trades, updates {row['updates']}, entropy {row.get('entropy', float('nan')):.3f}, "
+            f"EV {row.get('explained_variance', float('nan')):.2f}, reward_count {agent.reward_count}, "
+            f"{row['decisions_per_second']:,.0f} decisions/s, {row['wall_seconds']:.0f} s"
+        )
+        return row
+
+    def evaluate_recordings(
+        self, make: Callable[[int], Strategy], name: str, spec: str, fill: str, tag: str, load: str | None = None,
+    ) -> Outcome:
+        """A greedy (no learning) run of one strategy over every complete window of the recordings, in time order."""
+        outcome = Outcome(name if not tag else f"{name}[{tag}]", fill)
+        report, per_window = run_recordings(make(0), name, self.source(spec), self.assets, fill, False, self.out,
+                                            f"eval_{tag or name}_{fill}_rec", self.latency_ms)
+        outcome.add(report, per_window)
+        extra = self._rl_flags(False, load=load) if name == "rl" else ""
+        self.commands.append(replay_command(name, spec, self.assets, fill, extra + latency_flag(self.latency_ms)))
+        return outcome
 
     def validate(self, agent: RLStrategy, row: dict, candidate: str, tag: str) -> None:
         """Save the agent as a candidate and record its greedy PnL on the validation seeds in `row`."""
@@ -350,6 +472,20 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks import sweep  # --ray, --grid, --search: the trials run through benchmarks/sweep.py
 
     sweep.add_arguments(p)
+    rec = p.add_argument_group("walk-forward on recordings (files, folders or quoted globs, as run.py --replay)")
+    rec.add_argument("--train-recordings", metavar="PATH", help="train on these recordings instead of simulator seeds")
+    rec.add_argument("--eval-recordings", metavar="PATH",
+                     help="evaluate on these instead of --eval-seeds; every window must start after the training ones")
+    rec.add_argument("--pretrain-sim-windows", type=int, default=0, metavar="N",
+                     help="before the recordings, train on N simulator windows spread over --train-seeds")
+    rec.add_argument("--epochs", type=int, default=1, metavar="N", help="passes over the training recordings")
+    rec.add_argument("--shuffle-windows", action="store_true", help="train on the recorded windows in a random order")
+    rec.add_argument("--sim-share", type=float, default=0.0, metavar="S",
+                     help="alternate simulator windows with the recorded ones, S of all training windows (as "
+                          "run.py --source mix)")
+    rec.add_argument("--replay-seed", type=int, default=10000, metavar="N",
+                     help="seeds the shuffled order and the simulator windows of --sim-share (seeds N, N+1, ...), as "
+                          "run.py --seed does; the default keeps them away from the usual simulator seeds")
     args = p.parse_args(argv)
     if args.tensorboard:
         try:
@@ -363,6 +499,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(str(exc)) from None
     if not args.latency_ms >= 0:
         raise SystemExit(f"--latency-ms must be 0 or more, got {args.latency_ms}")
+    if not args.train_recordings and (args.pretrain_sim_windows or args.epochs != 1 or args.shuffle_windows
+                                      or args.sim_share):
+        raise SystemExit("--pretrain-sim-windows, --epochs, --shuffle-windows and --sim-share train on recordings; "
+                         "add --train-recordings PATH")
+    if args.train_recordings and (args.resume_check or args.val_seeds):
+        raise SystemExit("--resume-check and --val-seeds work with simulator training seeds, not --train-recordings")
+    if args.epochs < 1 or args.pretrain_sim_windows < 0 or not 0.0 <= args.sim_share < 1.0:
+        raise SystemExit("--epochs must be 1 or more, --pretrain-sim-windows 0 or more, --sim-share in [0, 1)")
 
     assets = tuple(a.strip().upper() for a in args.assets.split(",") if a.strip())
     overrides = parse_overrides(args.set)
@@ -378,12 +522,38 @@ def main(argv: list[str] | None = None) -> int:
     if set(args.val_seeds) & (set(args.train_seeds) | set(args.eval_seeds)):
         raise SystemExit("validation seeds must differ from the training and the evaluation seeds")
     if sweep.requested(args):
+        if args.train_recordings or args.eval_recordings:
+            raise SystemExit("--ray, --grid and --search run on simulator seeds; drop --train-recordings/--eval-recordings")
         return sweep.run(args, assets, profile, out, fills)
-    trained = f"model {args.load}" if args.load else f"train seeds {args.train_seeds} x {args.train_windows} windows"
-    print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
-          f"{trained}, eval seeds {args.eval_seeds} x {args.eval_windows} windows, sim profile {profile.name}, "
-          f"latency {args.latency_ms:g} ms, logs in {out}")
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
+    if args.train_recordings:
+        library = bench.library(args.train_recordings)
+        pretrain = f"{args.pretrain_sim_windows} simulator windows, then " if args.pretrain_sim_windows else ""
+        trained = (f"train {pretrain}recordings {args.train_recordings} ({library.windows_complete} complete windows, "
+                   f"{library.windows_cut} cut) x {args.epochs} epoch(s)"
+                   + (", shuffled" if args.shuffle_windows else "")
+                   + (f", simulator share {args.sim_share:g}" if args.sim_share else ""))
+    else:
+        trained = f"train seeds {args.train_seeds} x {args.train_windows} windows"
+    if args.load:
+        trained = f"model {args.load}"
+    if args.eval_recordings:
+        library = bench.library(args.eval_recordings)
+        held_out = (f"eval recordings {args.eval_recordings} ({library.windows_complete} complete windows, "
+                    f"{library.windows_cut} cut)")
+        if args.train_recordings and not args.load:
+            last_end, first_start = walk_forward_split(bench.library(args.train_recordings), library)
+            results["walk_forward"] = {"last_training_window_end": last_end, "first_evaluation_window": first_start}
+            held_out += f", all after the training ones (last ends {_utc(last_end)}, first starts {_utc(first_start)})"
+    else:
+        held_out = f"eval seeds {args.eval_seeds} x {args.eval_windows} windows"
+    print(f"learning benchmark: features {args.features}, overrides {overrides or 'none'}, assets {','.join(assets)}, "
+          f"{trained}, {held_out}, sim profile {profile.name}, latency {args.latency_ms:g} ms, logs in {out}")
+
+    def evaluate(make: Callable[[int], Strategy], name: str, fill: str, tag: str, load: str | None = None) -> Outcome:
+        if args.eval_recordings:
+            return bench.evaluate_recordings(make, name, args.eval_recordings, fill, tag, load=load)
+        return bench.evaluate(make, name, args.eval_seeds, args.eval_windows, fill, tag, load=load)
 
     agent_seeds = args.agent_seeds or [args.agent_seed]
     several = len(agent_seeds) > 1
@@ -402,8 +572,7 @@ def main(argv: list[str] | None = None) -> int:
     # the rule baselines do not depend on the agent: run once, shown beside every agent seed
     rules_by_fill = {
         fill: [
-            bench.evaluate(lambda s, n=name: create_strategy(n, seed=s), name, args.eval_seeds, args.eval_windows,
-                           fill, "")
+            evaluate(lambda s, n=name: create_strategy(n, seed=s), name, fill, "")
             for name in args.baselines.split(",") if name
         ]
         for fill in fills
@@ -418,7 +587,10 @@ def main(argv: list[str] | None = None) -> int:
             if several:
                 bench.say(f"agent seed {agent_seed}:")
             agent = bench.new_agent(agent_seed)
-            run["training"] = bench.train(agent, args.train_seeds, args.train_windows, f"rl{tag}", model)
+            if args.train_recordings:
+                run["training"] = pretrain_then_recordings(bench, agent, args, f"rl{tag}", model)
+            else:
+                run["training"] = bench.train(agent, args.train_seeds, args.train_windows, f"rl{tag}", model)
             run["selected"] = selected_candidate(run["training"])
         # the last model, and the checkpoint chosen on validation seeds when there are some
         models = [("", model)] + ([("sel", run["selected"])] if run.get("selected") else [])
@@ -426,11 +598,13 @@ def main(argv: list[str] | None = None) -> int:
             rules = rules_by_fill[fill]
             fair = next((o for o in rules if o.strategy == "fair_value"), None)
             for kind, path in models:
-                rl = bench.evaluate(lambda s, m=path: RLStrategy.from_checkpoint(m, config=config, seed=s), "rl",
-                                    args.eval_seeds, args.eval_windows, fill, tag + kind, load=path)
+                rl = evaluate(lambda s, m=path: RLStrategy.from_checkpoint(m, config=config, seed=s), "rl", fill,
+                              tag + kind, load=path)
                 outcomes.append(rl)
                 title = "held-out evaluation" + (f", checkpoint selected on validation: {path}" if kind else "")
-                print_table([rl, *rules], f"{title}, --fill {fill} (greedy rl, {len(args.eval_seeds)} seeds)")
+                where = (f"recordings {args.eval_recordings}, {rl.windows} windows" if args.eval_recordings
+                         else f"{len(args.eval_seeds)} seeds")
+                print_table([rl, *rules], f"{title}, --fill {fill} (greedy rl, {where})")
                 key = f"{kind}_{fill}" if kind else fill
                 if fair is not None:
                     print(ratio_line(rl, fair))
@@ -450,6 +624,19 @@ def main(argv: list[str] | None = None) -> int:
     print_commands(bench)
     print(f"results: {out / 'results.json'}")
     return 0
+
+
+def pretrain_then_recordings(bench: Bench, agent: RLStrategy, args: argparse.Namespace, tag: str, model: str) -> list[dict]:
+    """`--pretrain-sim-windows` simulator windows spread over the training seeds, then the training recordings."""
+    seeds = args.train_seeds
+    n = args.pretrain_sim_windows
+    share = [n // len(seeds) + (1 if i < n % len(seeds) else 0) for i in range(len(seeds))]
+    rows: list[dict] = []
+    for i, (sim_seed, windows) in enumerate((s, w) for s, w in zip(seeds, share, strict=True) if w):
+        rows += bench.train(agent, [sim_seed], windows, f"{tag}_pre", model, fresh=i == 0)
+    rows.append(bench.train_recordings(agent, args.train_recordings, tag, model, fresh=not rows, epochs=args.epochs,
+                                       shuffle=args.shuffle_windows, sim_share=args.sim_share, seed=args.replay_seed))
+    return rows
 
 
 def seed_summary(runs: list[dict], fill: str) -> str:

@@ -62,5 +62,9 @@ class VirtualClock:
         if t > self._now:
             self._now = t
 
+    def restart(self) -> None:
+        """A new episode of a library replay: the next advance sets the time, even an earlier one."""
+        self._now = 0.0
+
     def seconds_until(self, t: float) -> float:
         return 0.0

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
 from typing import Protocol
 
@@ -17,6 +17,7 @@ __all__ = [
     "FEED_SOURCE",
     "FEED_SPOT",
     "WINDOW_SECONDS",
+    "Episode",
     "Frame",
     "MarketInfo",
     "Source",
@@ -78,11 +79,20 @@ class MarketInfo:
         )
 
 
+@dataclass(slots=True)
+class Episode:
+    """A stretch of frames in time order; between two, the engine forgets markets, data and clock time."""
+
+    frames: AsyncIterator[Frame]
+    tradable: Callable[[int, int], bool]  # (window start, window end): may the engine trade that window
+
+
 class Source(Protocol):
     """Anything that yields frames: live venues, the simulator, a recording.
 
     `virtual` is True when frame times drive the clock (speed max, replay); False when the clock is
-    real (or scaled real) time and frames are stamped on arrival.
+    real (or scaled real) time and frames are stamped on arrival. A virtual source may instead offer
+    `episodes()`, an async iterator of `Episode` (a library of recordings, the sim/recording mix).
     """
 
     virtual: bool

@@ -12,7 +12,9 @@ venue (which supplies the real latency), orders execute within the tick.
 Virtual sources (sim/replay at max speed) drive a VirtualClock: every tick and every fill due at a
 time T < t runs, in time order, before the frame at time t is applied (a fill due at a tick's time
 runs first). Real-time sources are pumped into a queue while the loop wakes on tick times and fill
-due times, so both happen on time even when no frame arrives.
+due times, so both happen on time even when no frame arrives. A virtual source may come in episodes (a
+library of recordings): the engine trades only the windows each episode holds whole, and forgets its
+markets, data and clock between two (the strategy and the totals carry on).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 import os
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -160,6 +162,8 @@ class Engine:
         self._stop = False
         self._finished = False
         self._start_time: float | None = None
+        self._elapsed = 0.0  # clock seconds played in earlier episodes of a library replay
+        self._tradable: Callable[[int, int], bool] | None = None  # the episode's complete windows (None: all)
         self._wall_start = 0.0
         self._last_update: dict | None = None
         self._pump_error: BaseException | None = None
@@ -299,6 +303,18 @@ class Engine:
 
     # ---- loops ------------------------------------------------------------------------------
     async def _run_virtual(self) -> None:
+        episodes = getattr(self.source, "episodes", None)
+        if episodes is None:
+            await self._run_frames(self.source.frames())
+            return
+        async for episode in episodes():
+            self._tradable = episode.tradable
+            await self._run_frames(episode.frames)
+            if self._finished or self._stop:
+                return
+            await self._end_episode()
+
+    async def _run_frames(self, frames: AsyncIterator[Frame]) -> None:
         step = self.cfg.tick_seconds
         k: int | None = None
         count = 0
@@ -307,7 +323,7 @@ class Engine:
         advance = self.clock.advance
         apply = self._apply
         in_flight = self._in_flight
-        async for frame in self.source.frames():
+        async for frame in frames:
             if self._stop:
                 break
             t = frame.t
@@ -315,7 +331,7 @@ class Engine:
                 recorder.write(frame)
             if k is None:
                 k = math.ceil(t / step)
-                self._start_time = t
+                self._start_time = t - self._elapsed
             # ticks and fills due before this frame, in time order; a fill due at a tick's time goes first
             while k * step < t or (in_flight and in_flight[0].due < t):
                 tick_time = k * step
@@ -334,6 +350,25 @@ class Engine:
             count += 1
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
+
+    async def _end_episode(self) -> None:
+        """Between episodes of a library replay: settle what is left (its outcome, else at the book), then
+        forget the markets, their data and the clock, since the next episode's time may lie before this one's."""
+        now = self.clock.now()
+        for m in list(self._order):
+            await self._try_settle(m, max(now, m.info.end + self.cfg.settle_grace_seconds))
+        if self._end_reached(now):
+            self._finished = True
+            return
+        self._elapsed = now - self._start_time if self._start_time is not None else self._elapsed
+        self._done.clear()
+        self._done_fifo.clear()
+        self._window_pending.clear()
+        self._index_vol = {a: IndexVol(self.cfg.tick_seconds) for a in self.assets}
+        self._last_feed.clear()
+        self._discovery_dirty = True
+        self.md.forget()
+        self.clock.restart()
 
     async def _run_realtime(self) -> None:
         step = self.cfg.tick_seconds
@@ -590,6 +625,8 @@ class Engine:
                 continue
             if cid in self._done or info.asset not in self.assets or info.end <= now:
                 continue
+            if self._tradable is not None and not self._tradable(info.start, info.end):
+                continue  # a window the episode's data does not cover from start to end: never half-traded
             self._markets[cid] = _Market(info)
             self._window_pending[info.start] = self._window_pending.get(info.start, 0) + 1
             changed = True

@@ -22,8 +22,9 @@ its first window is the episode; `reset()` moves on to the next window of the sa
 seed yet draws its simulator seed from `np_random`). The next window's market starts while the previous
 one waits for its outcome (the first decision or two): they are HOLD, as the agent cannot act
 in two episodes at once. A reset in the middle of an episode holds its market to the end and moves on.
-An episode whose data ended before its window did (a recording's end) is truncated, its position closed
-at the book. A recording that ends starts again from its beginning.
+A recording plays as `--replay` does: windows cut by its end, a file boundary or a gap are never traded
+(no episode), and a recording that ends starts again from its beginning. An episode whose data ended
+before its window did (the engine stopped mid-window) is truncated, its position closed at the book.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ class _Run:
         env = self._env
         assets = (env.asset,)
         if env.recording is not None:
-            from streamers.recording import ReplaySource
+            from streamers.library import Library, LibrarySource
 
-            source: Any = ReplaySource(env.recording, "max")
+            source: Any = LibrarySource(Library.open(env.recording), "max")
         else:
             from sim.source import SimSource
 
@@ -224,9 +225,9 @@ class UpDownEnv(gym.Env):
         if not latency_ms >= 0.0:
             raise ValueError(f"latency_ms must be 0 or more, got {latency_ms}")
         if recording is not None:
-            from streamers.recording import ReplaySource
+            from streamers.library import Library
 
-            ReplaySource(recording, "max")  # a missing or empty file fails here, with its name
+            Library.open(recording)  # a missing or empty recording fails here, with its name
         self.profile = None
         if source == "sim":
             from sim.profiles import load_profile

@@ -122,6 +122,12 @@ def format_summary(report: dict) -> str:
     ]
     if report.get("updates"):
         lines.append(f"PPO updates {report['updates']}")
+    lib = report.get("library")
+    if lib:
+        mixed = f" and {lib['sim_windows']} simulator windows" if "sim_windows" in lib else ""
+        lines.append(f"recordings: {lib['files']} file(s), {lib['windows_complete']} complete windows x "
+                     f"{lib['epochs']} epoch(s){' shuffled' if lib.get('shuffle_seed') is not None else ''}{mixed}; "
+                     f"{lib['windows_cut']} cut windows skipped, {lib['bad_lines']} unreadable lines")
     return "\n".join(lines)
 
 
@@ -140,7 +146,7 @@ def format_outputs(report: dict, report_file: str | None = None) -> str:
     files = [
         ("logs", [logs[k] for k in ("trades", "updates", "episodes") if k in logs]),
         ("report", [report_file] if report_file else []),
-        ("recording", [report["recording"]] if report.get("recording") else []),
+        ("recording", report.get("recording_files") or ([report["recording"]] if report.get("recording") else [])),
         ("tensorboard", [report["tensorboard"]] if report.get("tensorboard") else []),
         ("charts", report.get("charts") or []),
     ]

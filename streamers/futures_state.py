@@ -243,6 +243,11 @@ class FuturesState:
         self._bars.append((close_time, close))
         self._bar_times.append(close_time)
 
+    @property
+    def bars(self) -> tuple[tuple[float, float], ...]:
+        """The closed 1m bars kept, (close_time, close), oldest first."""
+        return tuple(self._bars)
+
     # ---- derived values (as of `updated_at`) -------------------------------------------------
 
     def _return_over(self, minutes: int) -> float:

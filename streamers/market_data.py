@@ -45,6 +45,20 @@ class MarketData:
         self.unknown = 0  # well-formed Polymarket events of an unknown event_type
         self.book_mismatches = 0  # times a book disagreed with the venue's stated best bid/ask
         self.last_reject: str | None = None  # the reason for the latest rejection, for logs
+        self.forget()
+        self._handlers = {
+            FEED_FUTURES_MARKET: self._on_futures,
+            FEED_FUTURES_PUBLIC: self._on_futures,
+            FEED_SPOT: self._on_spot,
+            FEED_POLYMARKET: self._on_polymarket,
+            FEED_RTDS: self._on_rtds,
+            FEED_DISCOVERY: self._on_discovery,
+            FEED_SOURCE: self._on_source,
+        }
+
+    def forget(self) -> None:
+        """Drop every market, book and price, keeping the counters: the frames that follow start afresh
+        (a new episode of a library replay, whose time may lie before what was seen so far)."""
         self.markets: dict[str, MarketInfo] = {}
         self._books: dict[str, PolymarketBook] = {}
         self._futures = {a: FuturesState(a) for a in self.assets}
@@ -55,15 +69,6 @@ class MarketData:
         }
         self._resolved: OrderedDict[str, str] = OrderedDict()
         self._symbol_asset: dict[str, str | None] = {}  # "btcusdt" -> "BTC"; None when not configured
-        self._handlers = {
-            FEED_FUTURES_MARKET: self._on_futures,
-            FEED_FUTURES_PUBLIC: self._on_futures,
-            FEED_SPOT: self._on_spot,
-            FEED_POLYMARKET: self._on_polymarket,
-            FEED_RTDS: self._on_rtds,
-            FEED_DISCOVERY: self._on_discovery,
-            FEED_SOURCE: self._on_source,
-        }
 
     # ---- the engine's read API -----------------------------------------------------------------
 
@@ -98,6 +103,63 @@ class MarketData:
 
     def resolved_outcome(self, condition_id: str) -> str | None:
         return self._resolved.get(condition_id)
+
+    def restate(self, t: float, since: float | None = None) -> list[Frame]:
+        """Frames at time `t`, in the venues' own formats, that rebuild this state in a fresh MarketData.
+
+        What a live run receives when it starts: the discovery list of the markets not yet ended, a
+        `book` snapshot of each of their tokens, each asset's 1m klines and the Chainlink prices from
+        `since` on (the one before it included, so the price at `since` is known; default: the earliest
+        open of those markets, so each one's price to beat is known). A rotated recording starts with
+        these, so each of its files replays on its own.
+        """
+        from streamers.live import binance_symbol, chainlink_symbol, klines_frame_text
+
+        open_markets = [info for info in self.markets.values() if info.end > t]
+        if since is None:
+            since = min((info.start for info in open_markets), default=t)
+        frames = [Frame(t, FEED_DISCOVERY, orjson.dumps([info.to_dict() for info in open_markets]).decode())]
+        events = []
+        for info in open_markets:
+            for token in (info.token_up, info.token_down):
+                book = self._books.get(token)
+                if book is None or book.needs_resync:
+                    continue
+                events.append({
+                    "event_type": "book", "asset_id": token, "market": info.condition_id,
+                    "bids": [{"price": repr(p), "size": repr(s)} for p, s in book.bids],
+                    "asks": [{"price": repr(p), "size": repr(s)} for p, s in book.asks],
+                    "timestamp": str(int(book.updated_at * 1000)), "tick_size": repr(book.tick_size),
+                })
+                if book.last_trade_price is not None:
+                    events.append({
+                        "event_type": "last_trade_price", "asset_id": token, "market": info.condition_id,
+                        "price": repr(book.last_trade_price), "timestamp": str(int(book.updated_at * 1000)),
+                    })
+        if events:
+            frames.append(Frame(t, FEED_POLYMARKET, orjson.dumps(events).decode()))
+        ms = int(t * 1000)
+        for asset in self.assets:
+            bars = self._futures[asset].bars
+            if bars:  # a REST klines body: open time, o, h, l, c, volume, close time, ..., taker buy volume
+                rows = [[round((ct - 59.999) * 1000), str(c), str(c), str(c), str(c), "0", round(ct * 1000), "0", 0,
+                         "0", "0", "0"] for ct, c in bars]
+                frames.append(Frame(t, FEED_FUTURES_MARKET, klines_frame_text(asset, orjson.dumps(rows).decode())))
+            hist = self._chainlink[asset]
+            if hist:
+                first = bisect_right(hist, since, key=lambda e: e[0])
+                points = [{"timestamp": round(ts * 1000), "value": v} for ts, v in list(hist)[max(0, first - 1):]]
+                frames.append(Frame(t, FEED_RTDS, orjson.dumps({
+                    "topic": rtds.TOPIC_CHAINLINK, "type": "subscribe", "timestamp": ms,
+                    "payload": {"symbol": chainlink_symbol(asset), "data": points},
+                }).decode()))
+            price = self._rtds_binance.get(asset)
+            if price is not None:
+                frames.append(Frame(t, FEED_RTDS, orjson.dumps({
+                    "topic": rtds.TOPIC_BINANCE, "type": "update", "timestamp": ms,
+                    "payload": {"symbol": binance_symbol(asset), "timestamp": ms, "value": price},
+                }).decode()))
+        return frames
 
     # ---- ingestion -----------------------------------------------------------------------------
 

@@ -1,29 +1,29 @@
 """Recordings: JSON Lines of `{"t", "feed", "msg"}`, gzip when the name ends in `.gz`.
 
-`Recorder` writes the frames a run receives; `ReplaySource` plays them back as a `Source`;
-`read_frames` iterates them. A recording cut short by a crash (truncated gzip stream or a half
-written last line) reads back up to the last complete frame. `ReplaySource` also skips unreadable
-lines (counted in `bad_lines`) and says once, through `warn`, that it did and where a cut file ended.
+`Recorder` writes the frames a run receives, `RotatingRecorder` the same in parts named by time;
+`read_lines` and `read_frames` read them back. A recording cut short by a crash (truncated gzip
+stream or a half written last line) reads back up to the last complete frame. Replaying files,
+folders and globs is `streamers.library`; `python -m streamers.recording info PATH...` inspects them.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import os
-import sys
+import time
+import uuid
 import zlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import IO
 
 import orjson
 
 from streamers.frames import FEED_SOURCE, FEEDS, Frame
 
+RECORDING_SUFFIXES = (".jsonl.gz", ".jsonl")  # what a folder of recordings is searched for
 FLUSH_EVERY_S = 1.0  # of frame time: a crash loses at most about this much
 FLUSH_EVERY_LINES = 5000  # and at most this many frames in a burst
-_YIELD_EVERY = 256  # at speed max, let other tasks run every this many frames
 
 
 class RecordingError(Exception):
@@ -116,6 +116,114 @@ class Recorder:
         self.close()
 
 
+def is_pattern(path: str) -> bool:
+    """Whether a --record path holds time fields (`%Y`, `%H`, ...): then it names a rotating series."""
+    return "%" in path
+
+
+def _free_name(path: str) -> str:
+    """`path`, or `name-2.jsonl.gz`, `name-3...` when it exists: a restarted recording never overwrites."""
+    if not os.path.exists(path):
+        return path
+    ext = next((e for e in RECORDING_SUFFIXES if path.endswith(e)), os.path.splitext(path)[1])
+    stem = path[: len(path) - len(ext)]
+    n = 2
+    while os.path.exists(candidate := f"{stem}-{n}{ext}"):
+        n += 1
+    return candidate
+
+
+class RotatingRecorder:
+    """A recording in parts: the file name is `pattern` with its time fields filled from the frame time (UTC),
+    and a new part starts when that name changes, so a week of live recording is a folder of hourly files.
+
+    Every part starts with the `source` header, whose `part` says which run it belongs to, its index, `since`
+    (the previous part's last frame time: nothing was received in between) and `prelude` (how many frames
+    follow that restate the state of that moment, from `restate(t)`: discovery list, book snapshots,
+    klines, Chainlink prices). A part therefore replays on its own; a library replaying consecutive parts
+    of one run skips the preludes and sees the same frames as one file would hold.
+    """
+
+    def __init__(self, pattern: str, header: dict, restate: Callable[[float], list[Frame]]) -> None:
+        self.pattern = pattern
+        self.paths: list[str] = []  # the parts written so far
+        self._header = header
+        self._restate = restate
+        self._run = uuid.uuid4().hex[:12]
+        self._part: Recorder | None = None
+        self._name: str | None = None
+        self._second: int | None = None
+        self._last_t: float | None = None
+        self._closed = False
+        self._error: str | None = None
+        self.frames_written = 0
+
+    @property
+    def error(self) -> str | None:
+        """Why writing stopped (a full disk, a folder that cannot be made); later frames are dropped."""
+        return self._error or (self._part.error if self._part is not None else None)
+
+    def write(self, frame: Frame) -> None:
+        if self._closed:
+            raise RecordingError(f"Recording {self.pattern} is already closed.")
+        if self._error is not None:
+            return
+        second = int(frame.t)
+        if second != self._second:  # the name can only change with the second
+            self._second = second
+            name = time.strftime(self.pattern, time.gmtime(second))
+            if name != self._name:
+                self._rotate(name, frame.t)
+                if self._error is not None:
+                    return
+        self._part.write(frame)  # type: ignore[union-attr]
+        self._last_t = frame.t
+
+    def _rotate(self, name: str, t: float) -> None:
+        prelude = self._restate(t) if self._part is not None else []
+        if self._part is not None:
+            self.frames_written += self._part.frames_written
+            self._part.close()
+            self._error = self._part.error
+            self._part = None
+            if self._error is not None:
+                return
+        path = _free_name(name)
+        folder = os.path.dirname(path)
+        try:
+            if folder:
+                os.makedirs(folder, exist_ok=True)
+            part = {"run": self._run, "index": len(self.paths), "since": self._last_t, "prelude": len(prelude)}
+            self._part = Recorder(path, header=orjson.dumps({**self._header, "part": part}).decode())
+        except (OSError, RecordingError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).rstrip(".")
+            self._error = f"cannot start the recording part {path}: {reason}"
+            return
+        self._name = name
+        self.paths.append(path)
+        for restated in prelude:
+            self._part.write(restated)
+
+    def flush(self) -> None:
+        if self._part is not None:
+            self._part.flush()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        if self._part is not None:
+            self.frames_written += self._part.frames_written
+            self._part.close()
+            self._error = self._error or self._part.error
+
+    def __enter__(self) -> RotatingRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def _frame(line: bytes, path: str, lineno: int) -> Frame:
     try:
         d = orjson.loads(line)
@@ -127,14 +235,26 @@ def _frame(line: bytes, path: str, lineno: int) -> Frame:
     return Frame(float(t), feed, msg)
 
 
-def _lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
-    """(line number, line, complete) where incomplete means the file ended without a newline."""
+def read_lines(path: str, offset: int = 0) -> Iterator[tuple[int, int, Frame | str]]:
+    """(byte offset after the line, line number, its frame or why it cannot be read) from byte `offset` on,
+    blank lines left out; RecordingCut where the file ends early (a half-written last line, a cut gzip stream)."""
     with _open_read(path) as f:
+        if offset:
+            f.seek(offset)  # gzip: decompresses up to there
+        end = offset
         lineno = 0
         try:
             for line in f:
                 lineno += 1
-                yield lineno, line, line.endswith(b"\n")
+                end += len(line)
+                if not line.strip():
+                    continue
+                try:
+                    yield end, lineno, _frame(line, path, lineno)
+                except RecordingError as exc:
+                    if not line.endswith(b"\n"):
+                        raise RecordingCut("its last line is half written") from None
+                    yield end, lineno, str(exc).rstrip(".")
         except (EOFError, zlib.error):
             raise RecordingCut("the gzip stream is cut short") from None
         except OSError as exc:
@@ -144,98 +264,18 @@ def _lines(path: str) -> Iterator[tuple[int, bytes, bool]]:
 
 
 def read_frames(path: str) -> Iterator[Frame]:
-    """Every frame of a recording, in order; RecordingError on a missing or malformed file."""
+    """Every frame of a recording, in order, up to where a crash cut it; RecordingError on a missing file or
+    an unreadable line (the library's replay skips and counts those instead)."""
     try:
-        for lineno, line, complete in _lines(path):
-            if not line.strip():
-                continue
-            try:
-                yield _frame(line, path, lineno)
-            except RecordingError:
-                if complete:
-                    raise
-                return  # a half-written last line from a crash
+        for _, _, item in read_lines(path):
+            if type(item) is str:
+                raise RecordingError(item + ".")
+            yield item  # type: ignore[misc]
     except RecordingCut:
-        return  # a gzip stream cut short by a crash: keep what was read
+        return  # a half-written last line or a gzip stream cut short by a crash: keep what was read
 
 
-def _warn_on_stderr(message: str) -> None:
-    print(f"[replay] {message}", file=sys.stderr)
+if __name__ == "__main__":
+    from streamers.library import info_main
 
-
-class ReplaySource:
-    """A recording played back as a Source; `speed` paces frame gaps ("max": no pacing).
-
-    Unreadable lines are skipped and counted in `bad_lines`; a file that ends early (a cut gzip stream,
-    a half-written line) ends the replay; each is told once through `warn`.
-    """
-
-    virtual = True
-
-    def __init__(
-        self, path: str, speed: float | str = "max", warn: Callable[[str], None] = _warn_on_stderr
-    ) -> None:
-        if speed != "max":
-            try:
-                speed = float(speed)
-            except ValueError:
-                raise RecordingError(f"Replay speed {speed!r} is not a number or 'max'.") from None
-            if not speed > 0.0:
-                raise RecordingError(f"Replay speed {speed} must be above 0.")
-        self.path = path
-        self.speed = speed
-        self._rate = None if speed == "max" else float(speed)
-        self._closed = False
-        self._warn = warn
-        self.bad_lines = 0
-        # fail now, with the file name, rather than at the first frame
-        first = next(self._read(quiet=True), None)
-        if first is None:
-            raise RecordingError(f"Recording {path} holds no readable frames.")
-        self.bad_lines = 0
-
-    def _read(self, quiet: bool = False) -> Iterator[Frame]:
-        """The readable frames; counts and skips bad lines, stops where a cut-short file ends."""
-        last_good = 0
-        try:
-            for lineno, line, complete in _lines(self.path):
-                if not line.strip():
-                    continue
-                try:
-                    frame = _frame(line, self.path, lineno)
-                except RecordingError as exc:
-                    if not complete:
-                        raise RecordingCut("its last line is half written") from None
-                    self.bad_lines += 1
-                    if self.bad_lines == 1 and not quiet:
-                        self._warn(f"{str(exc).rstrip('.')}; skipping unreadable lines "
-                                   "(counted as feed.bad_lines in the report).")
-                    continue
-                last_good = lineno
-                yield frame
-        except RecordingCut as cut:
-            if not quiet:
-                self._warn(f"Recording {self.path} ends early after line {last_good}, its last complete frame: "
-                           f"{cut}; the replay stops there.")
-
-    async def frames(self) -> AsyncIterator[Frame]:
-        loop = asyncio.get_running_loop()
-        start_wall: float | None = None
-        start_t = 0.0
-        for n, frame in enumerate(self._read()):
-            if self._closed:
-                return
-            if self._rate is None:
-                if n % _YIELD_EVERY == 0:
-                    await asyncio.sleep(0)
-            elif start_wall is None:
-                start_wall, start_t = loop.time(), frame.t
-            else:
-                # pace against the start rather than frame to frame, so sleep overshoot does not accumulate
-                delay = start_wall + (frame.t - start_t) / self._rate - loop.time()
-                if delay > 0.0:
-                    await asyncio.sleep(delay)
-            yield frame
-
-    async def close(self) -> None:
-        self._closed = True
+    raise SystemExit(info_main())

@@ -155,7 +155,7 @@ def test_vector_env_steps_independent_simulators(mode: str) -> None:
         envs.close()
 
 
-def test_recording_episode_is_truncated_where_the_data_ends_and_the_recording_starts_again(tmp_path: Path) -> None:
+def test_recording_plays_its_complete_window_and_never_half_trades_the_cut_one(tmp_path: Path) -> None:
     path = str(tmp_path / "rec.jsonl")
     source = SimSource(5, assets=("BTC",), background=False)
     recorder = Recorder(path)
@@ -168,21 +168,15 @@ def test_recording_episode_is_truncated_where_the_data_ends_and_the_recording_st
     env = UpDownEnv(asset="BTC", source="replay", recording=path)
     try:
         _, first = env.reset()
-        done = False
-        while not done:
-            *_, terminated, truncated, _ = env.step(0)
-            done = terminated or truncated
-        assert terminated and not truncated
-        _, second = env.reset()
         steps, done = 0, False
         while not done:
             *_, terminated, truncated, info = env.step(1 if steps == 0 else 0)
             steps += 1
             done = terminated or truncated
-        assert truncated and not terminated and steps < 300  # the data stopped two minutes in
-        assert info["episode_pnl"] != 0.0  # the position opened at once was closed at the book
-        _, again = env.reset()
-        assert again["market_id"] == first["market_id"] != second["market_id"]
+        assert terminated and not truncated and steps > 1000  # the whole window, to its settlement
+        assert info["episode_pnl"] != 0.0  # the position opened at once was settled
+        _, again = env.reset()  # the window cut two minutes in is skipped: the recording starts again
+        assert again["market_id"] == first["market_id"] and again["seconds_left"] == first["seconds_left"]
     finally:
         env.close()
 

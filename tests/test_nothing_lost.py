@@ -295,7 +295,9 @@ def test_replay_of_a_cut_short_gz_ends_with_a_warning_naming_the_last_good_line(
     assert f"ends early after line {last_good}," in line and "cut short" in line, line
     assert "PnL $" in proc.stdout
     report = json.loads((tmp_path / "R.json").read_text())
-    assert report["decisions"] > 0 and report["feed"]["bad_lines"] == 0
+    # every frame up to the cut is replayed; the one window it held is cut short, so it is not traded
+    assert report["feed"]["messages"] == last_good and report["feed"]["bad_lines"] == 0
+    assert report["library"]["windows_cut"] == 1 and report["decisions"] == 0
 
 
 # ---- signals -------------------------------------------------------------------------------------------------------

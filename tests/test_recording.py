@@ -1,4 +1,4 @@
-"""Recorder / ReplaySource / read_frames: round trips (plain and gzip), crash leftovers, clear errors, pacing."""
+"""Recorder, read_frames and a one-file LibrarySource: round trips (plain and gzip), crash leftovers, clear errors, pacing."""
 
 import asyncio
 import gzip
@@ -9,7 +9,8 @@ import orjson
 import pytest
 
 from streamers.frames import FEED_DISCOVERY, FEED_FUTURES_MARKET, FEED_POLYMARKET, FEED_RTDS, Frame
-from streamers.recording import Recorder, RecordingError, ReplaySource, read_frames
+from streamers.library import Library, LibrarySource
+from streamers.recording import Recorder, RecordingError, read_frames
 
 FRAMES = [
     Frame(1767225600.0, FEED_DISCOVERY, '[{"asset":"BTC","condition_id":"0xaaa"}]'),
@@ -26,7 +27,11 @@ def _record(path: str, frames: list[Frame] = FRAMES) -> None:
     rec.close()
 
 
-async def _replay(src: ReplaySource) -> list[Frame]:
+def _source(path: str, speed: float | str = "max", **kw) -> LibrarySource:
+    return LibrarySource(Library.open(path), speed, **kw)
+
+
+async def _replay(src: LibrarySource) -> list[Frame]:
     return [f async for f in src.frames()]
 
 
@@ -35,7 +40,7 @@ def test_recorder_and_replay_round_trip_frames_exactly(tmp_path, name):
     path = str(tmp_path / name)
     _record(path)
     assert list(read_frames(path)) == FRAMES
-    src = ReplaySource(path, "max")
+    src = _source(path, "max")
     assert src.virtual is True
     assert asyncio.run(_replay(src)) == FRAMES
 
@@ -80,12 +85,12 @@ def test_malformed_or_empty_recording_raises_recording_error_at_construction(tmp
     path = tmp_path / "x.jsonl"
     path.write_bytes(content)
     with pytest.raises(RecordingError):
-        ReplaySource(str(path), "max")
+        _source(str(path), "max")
 
 
 def test_missing_file_and_plain_file_named_gz_give_one_clear_sentence(tmp_path):
     with pytest.raises(RecordingError, match=r"does not exist"):
-        ReplaySource(str(tmp_path / "absent.jsonl"), "max")
+        _source(str(tmp_path / "absent.jsonl"), "max")
     fake = tmp_path / "fake.jsonl.gz"
     fake.write_bytes(b'{"t": 1.0, "feed": "polymarket_market", "msg": "PONG"}\n')
     with pytest.raises(RecordingError, match="cannot be read"):
@@ -99,7 +104,7 @@ def test_bad_speed_is_rejected(tmp_path):
     _record(path)
     for speed in ("fast", 0, -2):
         with pytest.raises(RecordingError):
-            ReplaySource(path, speed)
+            _source(path, speed)
 
 
 def test_numeric_speed_paces_frames_by_their_recorded_gaps(tmp_path):
@@ -107,7 +112,7 @@ def test_numeric_speed_paces_frames_by_their_recorded_gaps(tmp_path):
     _record(path, [Frame(100.0, FEED_POLYMARKET, "PONG"), Frame(100.5, FEED_POLYMARKET, "PONG"),
                    Frame(101.0, FEED_POLYMARKET, "PONG")])
     start = time.monotonic()
-    frames = asyncio.run(_replay(ReplaySource(path, 5.0)))  # 1.0 s of recording at 5x: about 0.2 s
+    frames = asyncio.run(_replay(_source(path, 5.0)))  # 1.0 s of recording at 5x: about 0.2 s
     elapsed = time.monotonic() - start
     assert len(frames) == 3
     assert 0.18 <= elapsed < 1.0
@@ -118,7 +123,7 @@ def test_close_stops_replay(tmp_path):
     _record(path)
 
     async def first_then_close() -> list[Frame]:
-        src = ReplaySource(path, "max")
+        src = _source(path, "max")
         got = []
         async for f in src.frames():
             got.append(f)
@@ -134,10 +139,10 @@ def test_replay_skips_unreadable_lines_counts_them_and_warns_once(tmp_path):
     lines = path.read_bytes().splitlines(keepends=True)
     path.write_bytes(b"".join([b"garbage\n", *lines[:2], b'{"t": 1.0}\n', *lines[2:], b"\xff\xfe\n"]))
     warnings: list[str] = []
-    src = ReplaySource(str(path), "max", warn=warnings.append)
+    src = _source(str(path), "max", warn=warnings.append)
     assert asyncio.run(_replay(src)) == FRAMES
     assert src.bad_lines == 3
-    assert len(warnings) == 1 and "line 1 " in warnings[0] and "skipping unreadable lines" in warnings[0]
+    assert len(warnings) == 1 and "line 1 " in warnings[0] and "skipping unreadable lines (3 in 1 file(s)" in warnings[0]
 
 
 def test_replay_of_a_cut_gzip_warns_naming_the_last_complete_frame(tmp_path):
@@ -147,7 +152,7 @@ def test_replay_of_a_cut_gzip_warns_naming_the_last_complete_frame(tmp_path):
         rec.write(Frame(1000.0 + i * 0.1, FEED_POLYMARKET, "PONG"))
     rec.flush()  # then a crash: no gzip trailer
     warnings: list[str] = []
-    frames = asyncio.run(_replay(ReplaySource(str(path), "max", warn=warnings.append)))
+    frames = asyncio.run(_replay(_source(str(path), "max", warn=warnings.append)))
     assert len(frames) == 30
     assert len(warnings) == 1 and "ends early after line 30," in warnings[0] and "cut short" in warnings[0]
     rec.close()
