@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_BELOW_ENGINE = {"core", "streamers", "persistence", "strategies"}
-_ALL_BUT_TESTS = _BELOW_ENGINE | {"sim", "engine", "venues", "benchmarks", "run"}
+_BELOW_ENGINE = {"core", "streamers", "persistence", "strategies", "sim"}
+_ALL_BUT_TESTS = _BELOW_ENGINE | {"engine", "venues", "benchmarks", "run"}
 # package (or top-level module) -> the project packages it may import besides itself
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
