@@ -152,6 +152,36 @@ def within_limit(book: Book, buying: bool, limit: float) -> Book | None:
     return LimitedBook(reachable, book.asks, book.tick_size, book.updated_at)
 
 
+class Broker(Protocol):
+    """What the engine asks of a broker: `PaperBroker` here, `venues.polymarket.broker.LiveBroker` live.
+
+    Both get the action -> order rules from `PositionRules`. A `blocking` broker's calls may wait on the
+    network: the engine runs each in a worker thread, one at a time, and does not delay its orders (the
+    venue supplies the latency).
+    """
+
+    blocking: bool
+    skipped: SkipCounts  # orders that did not trade, by reason (the report's skipped_orders)
+
+    def begin_tick(self) -> None:
+        """A new tick starts (the paper broker frees the liquidity taken in the last one)."""
+
+    def execute(
+        self, action: Action, info: MarketInfo, position: Position | None, up_book: Book | None,
+        down_book: Book | None, dollars: float, now: float, prob: float, underlying_change: float,
+    ) -> Execution:
+        """Apply one action to the market's position; what it did."""
+
+    def close_at_book(
+        self, info: MarketInfo, position: Position, up_book: Book | None, down_book: Book | None, now: float,
+        prob: float, underlying_change: float, reason: str,
+    ) -> TradeRecord:
+        """Close `position` whatever happens (the bids it finds, the rest written off at 0)."""
+
+    def close_all(self) -> int:
+        """End of run: cancel what rests on the venue; the number of orders cancelled."""
+
+
 @dataclass(slots=True)
 class _Consumed:
     stamp: float
@@ -167,6 +197,7 @@ class PositionRules:
     """
 
     skipped: SkipCounts
+    blocking = False  # paper fills never wait on the network
 
     def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
         raise NotImplementedError
@@ -269,6 +300,10 @@ class PositionRules:
         if fill is None:
             return 0.0, 0.0, 0.0
         return fill.shares, fill.cash, fill.fee
+
+    def close_all(self) -> int:
+        """End of run: nothing rests on a paper venue (a live broker cancels its resting orders)."""
+        return 0
 
 
 class PaperBroker(PositionRules):

@@ -26,31 +26,28 @@ import os
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, Frame, MarketInfo
-from engine.broker import PaperBroker, order_limit, order_side, within_limit
-from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, UP, Position, TradeRecord, settle
+from core.clock import Clock
+from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, EpisodeSource, Frame, Source
+from engine.broker import Broker, PaperBroker
+from engine.markets import Market, trusted
+from engine.orders import InFlight, Moment, Order
+from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, TradeRecord, settle
 from engine.progress import Series, run_progress
 from engine.report import RunStats, build_report
-from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
+from engine.state_builder import IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
 from strategies.base import Action, MarketState, Strategy
+from streamers.market_data import MarketData
 
 _END = object()  # pump -> loop: the source is exhausted
 _YIELD_EVERY = 512  # frames between event-loop yields on virtual sources (lets stop() and the dashboard run)
 _MAX_TICK_LAG = 4  # real time: ticks further behind than this are skipped, not replayed
 _DONE_MEMORY = 2048  # settled markets remembered so rediscovery does not revive them
-
-
-def _trusted(book: Any) -> Any:
-    """The book, unless it has no snapshot yet or disagreed with the venue (then it awaits a resync)."""
-    if book is None or getattr(book, "needs_resync", False):
-        return None
-    return book
 
 
 @dataclass
@@ -80,78 +77,36 @@ class EngineConfig:
     tensorboard: Any = None  # anything with write_update/write_window (engine.tensorboard.TensorBoardLog)
 
 
-@dataclass(slots=True)
-class DelaySkips:
-    """Delayed paper orders that did not fill, by reason (reported beside the broker's counts)."""
-
-    past_limit: int = 0  # the book moved past the order's limit before the order reached it
-    window_closed: int = 0  # due at or after its market's window end: the venue no longer matches it
-    cancelled_at_stop: int = 0  # still in flight when the run stopped
-
-    def to_dict(self) -> dict:
-        return {
-            "past_limit": self.past_limit,
-            "window_closed": self.window_closed,
-            "cancelled_at_stop": self.cancelled_at_stop,
-        }
-
-
-@dataclass(slots=True)
-class _Market:
-    info: MarketInfo
-    probs: deque[float] = field(default_factory=lambda: deque(maxlen=PROB_HISTORY))
-    prob: float = 0.5
-    position: Position | None = None
-    price_to_beat: float | None = None
-    acted: bool = False  # passed to act_batch at least once, so the strategy knows it
-    state: MarketState | None = None  # the last state decided on (the dashboard's fair value)
-    order: _Order | None = None  # a delayed paper order in flight
-    trades: int = 0
-    pnl: float = 0.0
-    fees: float = 0.0
-    exposure: float = 0.0
-
-    @property
-    def key(self) -> tuple[int, str, str]:
-        return (self.info.start, self.info.asset, self.info.condition_id)
-
-
-@dataclass(slots=True, eq=False)
-class _Order:
-    """A paper order decided at one tick and due to fill `latency` later."""
-
-    market: _Market
-    action: Action
-    due: float  # clock time it reaches the book
-    side: str  # UP or DOWN: the token it trades
-    buying: bool
-    limit: float | None  # worst price it may take (book fills); None: no limit (mid fills)
-
-
 class Engine:
     def __init__(
-        self, strategy: Strategy, source: Any, clock: Any, market_data: Any, cfg: EngineConfig, broker: Any = None
+        self,
+        strategy: Strategy,
+        source: Source | EpisodeSource,
+        clock: Clock,
+        market_data: MarketData,
+        cfg: EngineConfig,
+        broker: Broker | None = None,
     ) -> None:
+        """`clock` is a VirtualClock (advanced by the engine) when `source.virtual`, else a RealClock."""
         self.strategy = strategy
         self.source = source
         self.clock = clock
         self.md = market_data
         self.cfg = cfg
         self.assets = tuple(sorted(cfg.assets))
-        self.broker = broker if broker is not None else PaperBroker(cfg.fill)
+        self.broker: Broker = broker if broker is not None else PaperBroker(cfg.fill)
         # a broker whose calls block on the network (live orders) runs them in a worker thread, one at a
         # time, so the event loop keeps reading the feeds; frames are only applied between ticks either way
-        self._blocking_broker = bool(getattr(self.broker, "blocking", False))
+        self._blocking_broker = self.broker.blocking
         if not cfg.latency_ms >= 0.0:
             raise ValueError(f"latency_ms must be 0 or more, got {cfg.latency_ms}")
         # the live venue supplies the real latency; paper orders get the configured one
-        self._latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
-        self._in_flight: deque[_Order] = deque()  # in due order: the latency is the same for every order
-        self.delay_skips = DelaySkips()
+        latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
+        self._orders = InFlight(latency, cfg.fill, cfg.max_slippage, self.broker.skipped)
         self.stats = RunStats()
         self.logs: RunLogs | None = None
-        self._markets: dict[str, _Market] = {}
-        self._order: list[_Market] = []  # markets sorted by (start, asset): a stable iteration order
+        self._markets: dict[str, Market] = {}
+        self._order: list[Market] = []  # markets sorted by (start, asset): a stable iteration order
         self._done: set[str] = set()
         self._done_fifo: deque[str] = deque()
         self._window_pending: dict[int, int] = {}
@@ -196,7 +151,7 @@ class Engine:
 
             dashboard = asyncio.create_task(run_dashboard(self.snapshot, dashboard_stop))
         try:
-            if getattr(self.source, "virtual", False):
+            if self.source.virtual:
                 await self._run_virtual()
             else:
                 await self._run_realtime()
@@ -220,18 +175,19 @@ class Engine:
             seed=self.cfg.seed,
             fill=self.cfg.fill,
             wall_seconds=time.perf_counter() - self._wall_start,
-            messages=int(getattr(self.md, "messages", 0)),
-            rejected=int(getattr(self.md, "rejected", 0)),
-            unknown=int(getattr(self.md, "unknown", 0)),
+            messages=self.md.messages,
+            rejected=self.md.rejected,
+            unknown=self.md.unknown,
+            # counters a source may keep: a recording's unreadable lines, a live source's reconnects per feed
             bad_lines=int(getattr(self.source, "bad_lines", 0)),
             reconnects=_count(getattr(self.source, "reconnects", 0)),
-            skipped={**self.broker.skipped.to_dict(), **self.delay_skips.to_dict()},
+            skipped={**self.broker.skipped.to_dict(), **self._orders.skips.to_dict()},
             assets=self.assets,
             latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
         )
         report["skipped_ticks"] = self.skipped_ticks
         report["output_error"] = self.output_error()
-        if getattr(self.md, "source_info", None):  # a replayed recording's header: what produced the data
+        if self.md.source_info:  # a replayed recording's header: what produced the data
             report["recorded_source"] = self.md.source_info
         if self.logs is not None:
             report["logs"] = self.logs.paths
@@ -303,11 +259,10 @@ class Engine:
 
     # ---- loops ------------------------------------------------------------------------------
     async def _run_virtual(self) -> None:
-        episodes = getattr(self.source, "episodes", None)
-        if episodes is None:
+        if not isinstance(self.source, EpisodeSource):
             await self._run_frames(self.source.frames())
             return
-        async for episode in episodes():
+        async for episode in self.source.episodes():
             self._tradable = episode.tradable
             await self._run_frames(episode.frames)
             if self._finished or self._stop:
@@ -322,7 +277,7 @@ class Engine:
         recorder = self.cfg.recorder
         advance = self.clock.advance
         apply = self._apply
-        in_flight = self._in_flight
+        in_flight = self._orders.queue
         async for frame in frames:
             if self._stop:
                 break
@@ -380,7 +335,7 @@ class Engine:
             while not self._stop:
                 tick_time = k * step
                 now = self.clock.now()
-                due = self._in_flight[0].due if self._in_flight else math.inf
+                due = self._orders.queue[0].due if self._orders.queue else math.inf
                 if due <= tick_time and now >= due:
                     await self._fill_due(due)
                     continue
@@ -437,20 +392,27 @@ class Engine:
         self.broker.begin_tick()
         if self._discovery_dirty:
             self._sync_markets(now)
-        md = self.md
         for asset in self.assets:
-            self._index_vol[asset].sample(md.chainlink_price(asset))
-
-        # (1) settle markets whose window ended
-        expired = [m for m in self._order if m.info.end <= now]
-        for m in expired:
-            await self._try_settle(m, now)
+            self._index_vol[asset].sample(self.md.chainlink_price(asset))
+        await self._settle_expired(now)
         if self._end_reached(now):
             self._finished = True
             return
+        batch = self._build_states(now)
+        if batch:
+            await self._decide(batch)
+        self._drain_updates(now)
 
-        # (2) states of the markets with fresh data
-        batch: list[tuple[_Market, MarketState, Any, Any]] = []
+    async def _settle_expired(self, now: float) -> None:
+        """(1) Settle the markets whose window ended (each waits for its outcome up to the grace)."""
+        for m in [m for m in self._order if m.info.end <= now]:
+            await self._try_settle(m, now)
+
+    def _build_states(self, now: float) -> list[tuple[Market, MarketState, Moment]]:
+        """(2) The state of every market in its window with fresh data and no order in flight, and what an
+        order would meet now; every market's prob history moves on either way."""
+        md = self.md
+        batch: list[tuple[Market, MarketState, Moment]] = []
         stale = 0
         poly_seen = self._last_feed.get(FEED_POLYMARKET)
         poly_fresh = poly_seen is not None and now - poly_seen <= self.cfg.stale_book_seconds
@@ -458,14 +420,14 @@ class Engine:
             info = m.info
             if not info.start <= now < info.end:
                 continue
-            up_book = _trusted(md.book(info.token_up))
+            up_book = trusted(md.book(info.token_up))
             if up_book is not None:
                 m.prob = book_prob(up_book, m.prob)
                 m.probs.append(m.prob)
             if m.order is not None:
                 continue  # its order is in flight: no new decision until it fills or fails
             futures = md.futures(info.asset)
-            fut_at = getattr(futures, "updated_at", None)
+            fut_at = futures.updated_at
             if (
                 up_book is None
                 or not poly_fresh
@@ -474,42 +436,43 @@ class Engine:
             ):
                 stale += 1
                 continue
-            down_book = _trusted(md.book(info.token_down))
-            ptb = self._price_to_beat(m)
+            down_book = trusted(md.book(info.token_down))
+            index_price = md.chainlink_price(info.asset)
             state = build_state(
-                info, now, up_book, down_book, futures, md.chainlink_price(info.asset), ptb,
-                self._index_vol[info.asset].per_sqrt_second, m.position, m.prob, m.probs,
+                info, now, up_book, down_book, futures,
+                index_price=index_price,
+                price_to_beat=m.price_to_beat(md),
+                index_vol=self._index_vol[info.asset].per_sqrt_second,
+                position=m.position,
+                prob=m.prob,
+                probs=m.probs,
             )
             m.state = state
-            batch.append((m, state, up_book, down_book))
+            at = Moment(up_book, down_book, now, m.prob, m.underlying_change(md, index_price))
+            batch.append((m, state, at))
         self.stats.stale_seconds += stale * self.cfg.tick_seconds
+        return batch
 
-        # (3) one batched decision, (4) orders, (5) rewards (a delayed order's at its fill)
-        if batch:
-            actions = self.strategy.act_batch([b[1] for b in batch])
-            self.stats.decisions += len(batch)
-            for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
-                m.acted = True
-                reward = 0.0
-                if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
-                    if self._latency > 0.0:
-                        if self._send(m, Action(int(action)), up_book, down_book, now):
-                            continue
-                    else:
-                        reward = await self._execute(
-                            m, Action(int(action)), up_book, down_book, now, m.prob,
-                            self._underlying_change(m, state.index_price),
-                        )
-                self.strategy.record(m.info.condition_id, reward)
-        self._drain_updates(now)
+    async def _decide(self, batch: list[tuple[Market, MarketState, Moment]]) -> None:
+        """(3) One batched decision, (4) its orders, (5) their rewards (a delayed order's at its fill)."""
+        actions = self.strategy.act_batch([state for _, state, _ in batch])
+        self.stats.decisions += len(batch)
+        delayed = self._orders.latency > 0.0
+        for (m, _, at), action in zip(batch, actions, strict=True):
+            m.acted = True
+            reward = 0.0
+            if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
+                if not delayed:
+                    reward = await self._execute(m, Action(int(action)), at)
+                elif self._orders.send(m, Action(int(action)), at):
+                    continue
+            self.strategy.record(m.info.condition_id, reward)
 
-    async def _execute(
-        self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float, prob: float, change: float
-    ) -> float:
+    async def _execute(self, m: Market, action: Action, at: Moment) -> float:
         """Execute one action through the broker and book what it did; returns the PnL it realized."""
         result = await self._broker_call(
             self.broker.execute,
-            action, m.info, m.position, up_book, down_book, self.cfg.size * 0.5, now, prob, change,
+            action, m.info, m.position, at.up_book, at.down_book, self.cfg.size * 0.5, at.now, at.prob, at.change,
         )
         if result.opened and result.position is not None:
             m.exposure += result.position.cost
@@ -519,75 +482,33 @@ class Engine:
         self._book_trade(m, result.record)
         return result.record.pnl
 
-    # ---- delayed paper orders ---------------------------------------------------------------
-    def _send(self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float) -> bool:
-        """Put the action's order in flight; False when it sends none (its reward, 0, is recorded now).
-
-        A book order carries the live broker's limit, `max_slippage` past the best price at the
-        decision, so a delayed buy cannot walk arbitrarily far past the price it decided on; an
-        order whose side of the book is empty at the decision is not sent (counted, like the live broker).
-        """
-        order = order_side(action, m.position)
-        if order is None:
-            return False
-        side, buying = order
-        limit = None
-        if self.cfg.fill == "book":
-            book = up_book if side == UP else down_book
-            limit = order_limit(book, buying, m.info.tick_size, self.cfg.max_slippage)
-            if limit is None:
-                self.broker.skipped.empty_book += 1
-                return False
-        m.order = _Order(m, action, now + self._latency, side, buying, limit)
-        self._in_flight.append(m.order)
-        return True
-
+    # ---- delayed paper orders (engine.orders) -----------------------------------------------
     async def _fill_due(self, due: float) -> None:
         """Fill every order due at or before `due` against the book as it stands now, then record."""
-        in_flight = self._in_flight
-        while in_flight and in_flight[0].due <= due:
-            order = in_flight.popleft()
+        while (order := self._orders.pop_due(due)) is not None:
             m = order.market
-            m.order = None
             if order.due >= m.info.end:
-                self.delay_skips.window_closed += 1
+                self._orders.skips.window_closed += 1
                 reward = 0.0
             else:
                 reward = await self._fill(order)
             self.strategy.record(m.info.condition_id, reward)
 
-    async def _fill(self, order: _Order) -> float:
+    async def _fill(self, order: Order) -> float:
         m = order.market
         md = self.md
-        up_book = _trusted(md.book(m.info.token_up))
-        down_book = _trusted(md.book(m.info.token_down))
+        up_book = trusted(md.book(m.info.token_up))
         prob = book_prob(up_book, m.prob)
-        if order.limit is not None:
-            book = up_book if order.side == UP else down_book
-            if book is not None:
-                book = within_limit(book, order.buying, order.limit)
-                if book is None:
-                    self.delay_skips.past_limit += 1
-                    return 0.0
-                if order.side == UP:
-                    up_book = book
-                else:
-                    down_book = book
-        change = self._underlying_change(m, md.chainlink_price(m.info.asset))
-        return await self._execute(m, order.action, up_book, down_book, order.due, prob, change)
+        books = self._orders.reachable(order, up_book, trusted(md.book(m.info.token_down)))
+        if books is None:
+            return 0.0
+        change = m.underlying_change(md, md.chainlink_price(m.info.asset))
+        return await self._execute(m, order.action, Moment(*books, order.due, prob, change))
 
-    def _cancel_order(self, m: _Market, stopping: bool) -> None:
+    def _cancel_order(self, m: Market, stopping: bool) -> None:
         """A market finishing with an order in flight: the order never fills; its decision gets reward 0."""
-        order = m.order
-        if order is None:
-            return
-        m.order = None
-        self._in_flight.remove(order)
-        if stopping:
-            self.delay_skips.cancelled_at_stop += 1
-        else:
-            self.delay_skips.window_closed += 1
-        self.strategy.record(m.info.condition_id, 0.0)
+        if self._orders.cancel(m, stopping):
+            self.strategy.record(m.info.condition_id, 0.0)
 
     def _drain_updates(self, now: float) -> None:
         for metrics in self.strategy.pop_updates():
@@ -627,63 +548,30 @@ class Engine:
                 continue
             if self._tradable is not None and not self._tradable(info.start, info.end):
                 continue  # a window the episode's data does not cover from start to end: never half-traded
-            self._markets[cid] = _Market(info)
+            self._markets[cid] = Market(info)
             self._window_pending[info.start] = self._window_pending.get(info.start, 0) + 1
             changed = True
         if changed:
             self._order = sorted(self._markets.values(), key=lambda m: m.key)
 
-    def _price_to_beat(self, m: _Market) -> float | None:
-        if m.info.price_to_beat is not None:
-            return m.info.price_to_beat
-        if m.price_to_beat is None:
-            latest = self.md.chainlink_latest_ts(m.info.asset)
-            if latest is not None and latest >= m.info.start:  # prices arrive in order: this is final
-                m.price_to_beat = self.md.chainlink_price_at(m.info.asset, m.info.start)
-        return m.price_to_beat
-
-    def _underlying_change(self, m: _Market, index_price: float | None) -> float:
-        ptb = self._price_to_beat(m)
-        if not ptb or not index_price:
-            return 0.0
-        return index_price / ptb - 1.0
-
-    def _outcome(self, m: _Market) -> str | None:
-        """Up/Down from the venue's resolution, else from the Chainlink price at the window end."""
-        outcome = self.md.resolved_outcome(m.info.condition_id)
-        if outcome is not None:
-            return outcome
-        ptb = self._price_to_beat(m)
-        latest = self.md.chainlink_latest_ts(m.info.asset)
-        if ptb is None or latest is None or latest < m.info.end:
-            return None
-        final = self.md.chainlink_price_at(m.info.asset, m.info.end)
-        if final is None:
-            return None
-        return "Up" if final >= ptb else "Down"  # ties go to Up
-
-    async def _try_settle(self, m: _Market, now: float) -> None:
-        outcome = self._outcome(m)
+    async def _try_settle(self, m: Market, now: float) -> None:
+        outcome = m.outcome(self.md)
         if outcome is None and now < m.info.end + self.cfg.settle_grace_seconds:
             return  # wait for the outcome without trading this market
         record: TradeRecord | None = None
         index = self.md.chainlink_price_at(m.info.asset, m.info.end) or self.md.chainlink_price(m.info.asset)
-        change = self._underlying_change(m, index)
+        change = m.underlying_change(self.md, index)
         if m.position is not None:
             if outcome is None:
                 self.stats.unresolved_closes += 1
-                record = await self._broker_call(
-                    self.broker.close_at_book,
-                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
-                    now, m.prob, change, EXIT_UNRESOLVED,
-                )
+                record = await self._close_at_book(m, now, change, EXIT_UNRESOLVED)
             else:
                 record = settle(m.position, outcome == "Up", now, m.prob, change)
             m.position = None
             self._book_trade(m, record)
         self._finish_market(m, outcome or "unresolved", record.pnl if record is not None else 0.0)
 
-    def _finish_market(self, m: _Market, outcome: str, final_pnl: float) -> None:
+    def _finish_market(self, m: Market, outcome: str, final_pnl: float) -> None:
         cid = m.info.condition_id
         self._cancel_order(m, stopping=outcome == "shutdown")
         if m.acted:
@@ -713,7 +601,7 @@ class Engine:
         else:
             self._window_pending[m.info.start] = pending
 
-    def _book_trade(self, m: _Market, record: TradeRecord) -> None:
+    def _book_trade(self, m: Market, record: TradeRecord) -> None:
         self.stats.add_trade(record.asset, record.pnl, record.fee)
         m.trades += 1
         m.pnl += record.pnl
@@ -726,6 +614,14 @@ class Engine:
         })
         if self.logs is not None:
             self.logs.write_trade(record)
+
+    async def _close_at_book(self, m: Market, now: float, change: float, reason: str) -> TradeRecord:
+        """Close the market's position at its books as they stand (the broker writes off what nobody buys)."""
+        md = self.md
+        return await self._broker_call(
+            self.broker.close_at_book,
+            m.info, m.position, md.book(m.info.token_up), md.book(m.info.token_down), now, m.prob, change, reason,
+        )
 
     async def _broker_call(self, method: Callable[..., Any], *args: Any) -> Any:
         if self._blocking_broker:
@@ -743,18 +639,12 @@ class Engine:
             record: TradeRecord | None = None
             if m.position is not None:
                 self.stats.shutdown_closes += 1
-                record = await self._broker_call(
-                    self.broker.close_at_book,
-                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
-                    now, m.prob, self._underlying_change(m, self.md.chainlink_price(m.info.asset)),
-                    EXIT_SHUTDOWN,
-                )
+                change = m.underlying_change(self.md, self.md.chainlink_price(m.info.asset))
+                record = await self._close_at_book(m, now, change, EXIT_SHUTDOWN)
                 m.position = None
                 self._book_trade(m, record)
             self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)
-        close_all = getattr(self.broker, "close_all", None)  # live: cancel anything left resting on the venue
-        if close_all is not None:
-            await self._broker_call(close_all)
+        await self._broker_call(self.broker.close_all)  # live: cancel anything left resting on the venue
 
 
 def _count(value: Any) -> int:
