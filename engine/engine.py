@@ -24,7 +24,6 @@ import contextlib
 import math
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -34,10 +33,10 @@ from typing import Any
 from core.clock import Clock
 from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, EpisodeSource, Frame, Source
 from engine.broker import Broker, PaperBroker
-from engine.markets import Market, trusted
+from engine.markets import Market, Recent, Windows, trusted
 from engine.orders import InFlight, Moment, Order
 from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, TradeRecord, settle
-from engine.progress import Series, run_progress
+from engine.progress import History, run_progress
 from engine.report import RunStats, build_report
 from engine.state_builder import IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
@@ -107,10 +106,8 @@ class Engine:
         self.logs: RunLogs | None = None
         self._markets: dict[str, Market] = {}
         self._order: list[Market] = []  # markets sorted by (start, asset): a stable iteration order
-        self._done: set[str] = set()
-        self._done_fifo: deque[str] = deque()
-        self._window_pending: dict[int, int] = {}
-        self._window_pnl: dict[int, dict[str, float]] = {}  # window start -> PnL by asset (TensorBoard)
+        self._done = Recent(_DONE_MEMORY)
+        self._windows = Windows()
         self._index_vol = {a: IndexVol(cfg.tick_seconds) for a in self.assets}
         self._last_feed: dict[str, float] = {}
         self._discovery_dirty = True
@@ -120,14 +117,10 @@ class Engine:
         self._elapsed = 0.0  # clock seconds played in earlier episodes of a library replay
         self._tradable: Callable[[int, int], bool] | None = None  # the episode's complete windows (None: all)
         self._wall_start = 0.0
-        self._last_update: dict | None = None
         self._pump_error: BaseException | None = None
         self.skipped_ticks = 0
         # the dashboard's histories, bounded however long the run
-        self._equity = Series()
-        self._entropy = Series()
-        self._explained = Series()
-        self._recent_trades: deque[dict] = deque(maxlen=8)
+        self._history = History()
 
     # ---- public API -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -205,32 +198,12 @@ class Engine:
         """What the dashboard shows; reads state, changes nothing."""
         now = self.clock.now()
         wall = max(1e-9, time.perf_counter() - self._wall_start)
-        markets = []
         current: tuple[float, float] | None = None
         for m in self._order:
             if current is None or m.info.end < current[1]:
                 current = (m.info.start, m.info.end)
-            if not m.info.start <= now < m.info.end + self.cfg.settle_grace_seconds:
-                continue
-            book = self.md.book(m.info.token_up)
-            pos = m.position
-            state = m.state
-            known = state is not None and state.index_z() is not None  # index and its open price both seen
-            fair = state.fair_up() if known else None
-            markets.append({
-                "asset": m.info.asset,
-                "start": m.info.start,
-                "seconds_left": max(0.0, m.info.end - now),
-                "window_seconds": m.info.end - m.info.start,
-                "fair": fair,
-                "index_change": state.index_price / state.price_to_beat - 1.0 if known else None,
-                "mid": m.prob,
-                "bid": book.best_bid if book is not None else None,
-                "ask": book.best_ask if book is not None else None,
-                "side": pos.side if pos else None,
-                "entry": pos.entry_price if pos else None,
-                "unrealized": pos.value_at(m.prob if pos.side == "UP" else 1.0 - m.prob) if pos else 0.0,
-            })
+        grace = self.cfg.settle_grace_seconds
+        markets = [m.row(self.md, now) for m in self._order if m.info.start <= now < m.info.end + grace]
         return {
             "clock": now,
             "started": bool(self._last_feed),  # a frame has arrived: the clock means something
@@ -245,16 +218,14 @@ class Engine:
             "windows": self.stats.windows,
             "decisions_per_second": self.stats.decisions / wall,
             "markets": markets,
-            "last_update": self._last_update,
+            "last_update": self._history.last_update,
             "updates": self.stats.updates,
             "progress": run_progress(
                 windows=self.stats.windows, max_windows=self.cfg.max_windows, duration=self.cfg.duration,
                 started_at=self._start_time if self._last_feed else None, now=now, current_window=current,
                 wall_seconds=wall,
             ),
-            "equity": self._equity.values(),
-            "recent_trades": list(self._recent_trades),
-            "learning": {"entropy": self._entropy.values(), "explained_variance": self._explained.values()},
+            **self._history.curves(),
         }
 
     # ---- loops ------------------------------------------------------------------------------
@@ -317,8 +288,7 @@ class Engine:
             return
         self._elapsed = now - self._start_time if self._start_time is not None else self._elapsed
         self._done.clear()
-        self._done_fifo.clear()
-        self._window_pending.clear()
+        self._windows.clear()
         self._index_vol = {a: IndexVol(self.cfg.tick_seconds) for a in self.assets}
         self._last_feed.clear()
         self._discovery_dirty = True
@@ -513,9 +483,7 @@ class Engine:
     def _drain_updates(self, now: float) -> None:
         for metrics in self.strategy.pop_updates():
             self.stats.updates += 1
-            self._last_update = metrics
-            self._entropy.append(float(metrics.get("entropy", math.nan)))
-            self._explained.append(float(metrics.get("explained_variance", math.nan)))
+            self._history.update(metrics)
             if self.logs is not None:
                 self.logs.write_update(now, metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
             if self.cfg.tensorboard is not None:
@@ -548,8 +516,8 @@ class Engine:
                 continue
             if self._tradable is not None and not self._tradable(info.start, info.end):
                 continue  # a window the episode's data does not cover from start to end: never half-traded
-            self._markets[cid] = Market(info)
-            self._window_pending[info.start] = self._window_pending.get(info.start, 0) + 1
+            self._markets[cid] = m = Market(info)
+            self._windows.add(m)
             changed = True
         if changed:
             self._order = sorted(self._markets.values(), key=lambda m: m.key)
@@ -583,35 +551,20 @@ class Engine:
         del self._markets[cid]
         self._order.remove(m)
         self._done.add(cid)
-        self._done_fifo.append(cid)
-        if len(self._done_fifo) > _DONE_MEMORY:
-            self._done.discard(self._done_fifo.popleft())
-        window_pnl = self._window_pnl.setdefault(m.info.start, {})
-        window_pnl[m.info.asset] = window_pnl.get(m.info.asset, 0.0) + m.pnl
-        pending = self._window_pending.get(m.info.start, 0) - 1
-        if pending <= 0:
-            self._window_pending.pop(m.info.start, None)
-            self._window_pnl.pop(m.info.start, None)
-            if outcome != "shutdown":
-                self.stats.windows += 1
-                if self.cfg.tensorboard is not None:
-                    self.cfg.tensorboard.write_window(window_pnl)
-                if self.cfg.on_window is not None:
-                    self.cfg.on_window(self.snapshot())
-        else:
-            self._window_pending[m.info.start] = pending
+        window_pnl = self._windows.finish(m)
+        if window_pnl is not None and outcome != "shutdown":
+            self.stats.windows += 1
+            if self.cfg.tensorboard is not None:
+                self.cfg.tensorboard.write_window(window_pnl)
+            if self.cfg.on_window is not None:
+                self.cfg.on_window(self.snapshot())
 
     def _book_trade(self, m: Market, record: TradeRecord) -> None:
         self.stats.add_trade(record.asset, record.pnl, record.fee)
         m.trades += 1
         m.pnl += record.pnl
         m.fees += record.fee
-        self._equity.append(self.stats.pnl)
-        self._recent_trades.append({
-            "time": record.timestamp, "asset": record.asset, "side": record.side,
-            "entry": record.entry_price, "exit": record.exit_price, "pnl": record.pnl,
-            "reason": record.exit_reason,
-        })
+        self._history.trade(record, self.stats.pnl)
         if self.logs is not None:
             self.logs.write_trade(record)
 
