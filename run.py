@@ -396,39 +396,28 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
     from core.clock import RealClock, VirtualClock
 
     args = opts.args
-    if args.source in ("replay", "mix"):
-        from streamers.library import Library, LibrarySource, MixSource
+    seed = 0 if args.seed is None else args.seed
+    faults = None
+    if args.sim_faults:
+        from sim.faults import FaultSpec
+
+        try:
+            faults = FaultSpec.parse(args.sim_faults)
+        except ValueError as exc:
+            raise BadInput(str(exc)) from None
+    if args.source in ("replay", "mix") or (args.source == "sim" and opts.speed == "max"):
+        from engine.sources import virtual_source
         from streamers.recording import RecordingError
 
-        seed = 0 if args.seed is None else args.seed
         try:
-            source = LibrarySource(Library.open(args.replay), opts.speed, epochs=args.epochs,
-                                   shuffle_seed=seed if args.shuffle_windows else None)
-            if args.source == "mix":
-                from sim.source import SimSource
-
-                source = MixSource(source, lambda i: SimSource(seed + i, assets=args.assets, profile=opts.profile),
-                                   args.sim_share)
+            source = virtual_source(args.source, seed=seed, assets=args.assets, profile=opts.profile,
+                                    recordings=args.replay, speed=opts.speed, epochs=args.epochs,
+                                    shuffle=args.shuffle_windows, sim_share=args.sim_share, faults=faults)
         except RecordingError as exc:
             raise BadInput(str(exc)) from None
         stack.push_async_callback(source.close)
         return source, VirtualClock()
     if args.source == "sim":
-        faults = None
-        if args.sim_faults:
-            from sim.faults import FaultSpec
-
-            try:
-                faults = FaultSpec.parse(args.sim_faults)
-            except ValueError as exc:
-                raise BadInput(str(exc)) from None
-        seed = 0 if args.seed is None else args.seed
-        if opts.speed == "max":
-            from sim.source import SimSource
-
-            source = SimSource(seed, assets=args.assets, faults=faults, profile=opts.profile)
-            stack.push_async_callback(source.close)
-            return source, VirtualClock()
         from sim.servers import SimServers
         from streamers.live import LiveSource
 

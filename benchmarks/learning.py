@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
+from engine.sources import virtual_source
 from engine.tensorboard import TensorBoardError, TensorBoardLog, check_folder
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
-from sim.source import SimSource
 from strategies import create_strategy
 from strategies.base import Strategy
 from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
@@ -133,7 +133,8 @@ def run_once(
         size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
         seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms, tensorboard=tensorboard,
     )
-    report = asyncio.run(_run_engine(strategy, cfg, SimSource(seed, assets=assets, profile=profile)))
+    source = virtual_source("sim", seed=seed, assets=assets, profile=profile)
+    report = asyncio.run(_run_engine(strategy, cfg, source))
     return report, window_pnls(report["logs"]["episodes"])
 
 
@@ -289,14 +290,14 @@ class Bench:
             self.libraries[spec] = library
         return self.libraries[spec]
 
-    def source(self, spec: str, epochs: int = 1, shuffle_seed: int | None = None, sim_share: float = 0.0,
-               sim_seed: int = 0) -> LibrarySource | MixSource:
-        """A fresh replay of the recordings (alternating with simulator windows seeded from `sim_seed` when
-        `sim_share` is above 0), as `run.py --source replay` or `--source mix` builds it."""
-        source = LibrarySource(self.library(spec), epochs=epochs, shuffle_seed=shuffle_seed, warn=lambda _: None)
-        if not sim_share:
-            return source
-        return MixSource(source, lambda i: SimSource(sim_seed + i, assets=self.assets, profile=self.profile), sim_share)
+    def source(self, spec: str, epochs: int = 1, shuffle: bool = False, sim_share: float = 0.0,
+               seed: int = 0) -> LibrarySource | MixSource:
+        """A fresh replay of the recordings (shuffled from `seed` when `shuffle`; alternating with simulator
+        windows seeded from `seed` when `sim_share` is above 0), as `run.py --source replay` or `--source mix`
+        builds it."""
+        return virtual_source("mix" if sim_share else "replay", seed=seed, assets=self.assets, profile=self.profile,
+                              recordings=self.library(spec), epochs=epochs, shuffle=shuffle, sim_share=sim_share,
+                              warn=lambda _: None)  # the library's warnings were told once, by library()
 
     def train_recordings(
         self, agent: RLStrategy, spec: str, tag: str, save: str, fresh: bool, epochs: int = 1,
@@ -305,7 +306,7 @@ class Bench:
         """Train `agent` on every complete window of the recordings (`epochs` passes, shuffled from `seed` or in
         time order, alternating with simulator windows seeded from `seed` when `sim_share` is above 0)."""
         start = time.perf_counter()
-        source = self.source(spec, epochs, seed if shuffle else None, sim_share, seed)
+        source = self.source(spec, epochs, shuffle, sim_share, seed)
         report, _ = run_recordings(agent, "rl", source, self.assets, "book", True, self.out, f"{tag}_train_rec",
                                    self.latency_ms)
         agent.save(save)
