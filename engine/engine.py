@@ -101,7 +101,7 @@ class Engine:
             raise ValueError(f"latency_ms must be 0 or more, got {cfg.latency_ms}")
         # the live venue supplies the real latency; paper orders get the configured one
         latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
-        self._orders = InFlight(latency, cfg.fill, cfg.max_slippage, self.broker.skipped)
+        self._in_flight = InFlight(latency, cfg.fill, cfg.max_slippage, self.broker.skipped)
         self.stats = RunStats()
         self.logs: RunLogs | None = None
         self._markets: dict[str, Market] = {}
@@ -163,7 +163,7 @@ class Engine:
     def report(self) -> dict:
         report = build_report(
             self.stats,
-            strategy=self.cfg.strategy_name or getattr(self.strategy, "name", type(self.strategy).__name__),
+            strategy=self.cfg.strategy_name or self.strategy.name,
             source=self.cfg.source_name or type(self.source).__name__,
             seed=self.cfg.seed,
             fill=self.cfg.fill,
@@ -174,7 +174,7 @@ class Engine:
             # counters a source may keep: a recording's unreadable lines, a live source's reconnects per feed
             bad_lines=int(getattr(self.source, "bad_lines", 0)),
             reconnects=_count(getattr(self.source, "reconnects", 0)),
-            skipped={**self.broker.skipped.to_dict(), **self._orders.skips.to_dict()},
+            skipped={**self.broker.skipped.to_dict(), **self._in_flight.skips.to_dict()},
             assets=self.assets,
             latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
         )
@@ -207,7 +207,7 @@ class Engine:
         return {
             "clock": now,
             "started": bool(self._last_feed),  # a frame has arrived: the clock means something
-            "strategy": self.cfg.strategy_name or getattr(self.strategy, "name", ""),
+            "strategy": self.cfg.strategy_name or self.strategy.name,
             "source": self.cfg.source_name,
             "training": self.cfg.train,
             "assets": self.assets,
@@ -248,7 +248,7 @@ class Engine:
         recorder = self.cfg.recorder
         advance = self.clock.advance
         apply = self._apply
-        in_flight = self._orders.queue
+        in_flight = self._in_flight.queue
         async for frame in frames:
             if self._stop:
                 break
@@ -305,7 +305,7 @@ class Engine:
             while not self._stop:
                 tick_time = k * step
                 now = self.clock.now()
-                due = self._orders.queue[0].due if self._orders.queue else math.inf
+                due = self._in_flight.queue[0].due if self._in_flight.queue else math.inf
                 if due <= tick_time and now >= due:
                     await self._fill_due(due)
                     continue
@@ -398,12 +398,7 @@ class Engine:
                 continue  # its order is in flight: no new decision until it fills or fails
             futures = md.futures(info.asset)
             fut_at = futures.updated_at
-            if (
-                up_book is None
-                or not poly_fresh
-                or not fut_at
-                or now - fut_at > self.cfg.stale_futures_seconds
-            ):
+            if up_book is None or not poly_fresh or not fut_at or now - fut_at > self.cfg.stale_futures_seconds:
                 stale += 1
                 continue
             down_book = trusted(md.book(info.token_down))
@@ -427,14 +422,14 @@ class Engine:
         """(3) One batched decision, (4) its orders, (5) their rewards (a delayed order's at its fill)."""
         actions = self.strategy.act_batch([state for _, state, _ in batch])
         self.stats.decisions += len(batch)
-        delayed = self._orders.latency > 0.0
+        delayed = self._in_flight.latency > 0.0
         for (m, _, at), action in zip(batch, actions, strict=True):
             m.acted = True
             reward = 0.0
             if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
                 if not delayed:
                     reward = await self._execute(m, Action(int(action)), at)
-                elif self._orders.send(m, Action(int(action)), at):
+                elif self._in_flight.send(m, Action(int(action)), at):
                     continue
             self.strategy.record(m.info.condition_id, reward)
 
@@ -455,10 +450,10 @@ class Engine:
     # ---- delayed paper orders (engine.orders) -----------------------------------------------
     async def _fill_due(self, due: float) -> None:
         """Fill every order due at or before `due` against the book as it stands now, then record."""
-        while (order := self._orders.pop_due(due)) is not None:
+        while (order := self._in_flight.pop_due(due)) is not None:
             m = order.market
             if order.due >= m.info.end:
-                self._orders.skips.window_closed += 1
+                self._in_flight.skips.window_closed += 1
                 reward = 0.0
             else:
                 reward = await self._fill(order)
@@ -469,7 +464,7 @@ class Engine:
         md = self.md
         up_book = trusted(md.book(m.info.token_up))
         prob = book_prob(up_book, m.prob)
-        books = self._orders.reachable(order, up_book, trusted(md.book(m.info.token_down)))
+        books = self._in_flight.reachable(order, up_book, trusted(md.book(m.info.token_down)))
         if books is None:
             return 0.0
         change = m.underlying_change(md, md.chainlink_price(m.info.asset))
@@ -477,7 +472,7 @@ class Engine:
 
     def _cancel_order(self, m: Market, stopping: bool) -> None:
         """A market finishing with an order in flight: the order never fills; its decision gets reward 0."""
-        if self._orders.cancel(m, stopping):
+        if self._in_flight.cancel(m, stopping):
             self.strategy.record(m.info.condition_id, 0.0)
 
     def _drain_updates(self, now: float) -> None:
