@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import math
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from core.frames import ASSETS
 from strategies import STRATEGY_NAMES
@@ -23,54 +26,36 @@ class CliParser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see python run.py --help)")
 
 
-def positive_int(text: str) -> int:
+def _number(text: str, parse: Callable[[str], Any], what: str, ok: Callable[[Any], bool], expected: str) -> Any:
+    """`text` parsed: a type error saying it is not `what`, or not `expected` when `ok` refuses the value."""
     try:
-        value = int(text)
+        value = parse(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number above 0, got {text}")
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+    if not ok(value):
+        raise argparse.ArgumentTypeError(f"expected {expected}, got {text}")
     return value
+
+
+def positive_int(text: str) -> int:
+    return _number(text, int, "a whole number", lambda v: v > 0, "a number above 0")
 
 
 def positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite number above 0, got {text}")
-    return value
+    return _number(text, float, "a number", lambda v: 0 < v < math.inf, "a finite number above 0")
 
 
 def discount_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"expected a discount in (0, 1], got {text}")
-    return value
+    return _number(text, float, "a number", lambda v: 0.0 < v <= 1.0, "a discount in (0, 1]")
 
 
 def latency_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of milliseconds, got {text!r}") from None
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a finite latency of 0 ms or more, got {text}")
-    return value
+    return _number(text, float, "a number of milliseconds", lambda v: 0.0 <= v < math.inf,
+                   "a finite latency of 0 ms or more")
 
 
 def share_arg(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a share from 0 up to (not including) 1, got {text}")
-    return value
+    return _number(text, float, "a number", lambda v: 0.0 <= v < 1.0, "a share from 0 up to (not including) 1")
 
 
 def speed_arg(text: str) -> float | str:
