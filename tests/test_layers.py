@@ -8,8 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 
-_BELOW_ENGINE = {"core", "streamers", "persistence", "strategies", "sim"}
-_ALL_BUT_TESTS = _BELOW_ENGINE | {"engine", "venues", "benchmarks", "run", "run_args"}
+_BELOW_ENGINE = {"core", "streamers", "persistence", "strategies"}
+_ALL_BUT_TESTS = _BELOW_ENGINE | {"sim", "engine", "venues", "benchmarks", "run", "run_args"}
 # package (or top-level module) -> the project packages it may import besides itself
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
@@ -17,8 +17,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "persistence": {"core"},
     "sim": {"core", "streamers"},
     "strategies": {"core", "streamers", "persistence"},
-    "engine": _BELOW_ENGINE,
-    "venues": _BELOW_ENGINE | {"engine"},
+    "engine": _BELOW_ENGINE | {"sim"},  # the gym env and the rollout workers build simulator sources
+    "venues": _BELOW_ENGINE | {"sim", "engine"},
     "benchmarks": _ALL_BUT_TESTS,
     "run": _ALL_BUT_TESTS,
     "run_args": _ALL_BUT_TESTS - {"run"},  # run.py's flags and their checks
