@@ -26,7 +26,9 @@ class CliParser(argparse.ArgumentParser):
         raise BadInput(f"{message} (see python run.py --help)")
 
 
-def _number(text: str, parse: Callable[[str], Any], what: str, ok: Callable[[Any], bool], expected: str) -> Any:
+def _number(
+    text: str, parse: Callable[[str], Any], what: str, ok: Callable[[Any], bool], expected: str
+) -> Any:
     """`text` parsed: a type error saying it is not `what`, or not `expected` when `ok` refuses the value."""
     try:
         value = parse(text)

@@ -173,7 +173,7 @@ class Engine:
             unknown=self.md.unknown,
             # counters a source may keep: a recording's unreadable lines, a live source's reconnects per feed
             bad_lines=int(getattr(self.source, "bad_lines", 0)),
-            reconnects=_count(getattr(self.source, "reconnects", 0)),
+            reconnects=getattr(self.source, "reconnects", 0),
             skipped={**self.broker.skipped.to_dict(), **self._in_flight.skips.to_dict()},
             assets=self.assets,
             latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
@@ -398,7 +398,8 @@ class Engine:
                 continue  # its order is in flight: no new decision until it fills or fails
             futures = md.futures(info.asset)
             fut_at = futures.updated_at
-            if up_book is None or not poly_fresh or not fut_at or now - fut_at > self.cfg.stale_futures_seconds:
+            futures_stale = not fut_at or now - fut_at > self.cfg.stale_futures_seconds
+            if up_book is None or not poly_fresh or futures_stale:
                 stale += 1
                 continue
             down_book = trusted(md.book(info.token_down))
@@ -437,7 +438,8 @@ class Engine:
         """Execute one action through the broker and book what it did; returns the PnL it realized."""
         result = await self._broker_call(
             self.broker.execute,
-            action, m.info, m.position, at.up_book, at.down_book, self.cfg.size * 0.5, at.now, at.prob, at.change,
+            action, m.info, m.position, at.up_book, at.down_book, self.cfg.size * 0.5,
+            at.now, at.prob, at.change,
         )
         if result.opened and result.position is not None:
             m.exposure += result.position.cost
@@ -568,7 +570,8 @@ class Engine:
         md = self.md
         return await self._broker_call(
             self.broker.close_at_book,
-            m.info, m.position, md.book(m.info.token_up), md.book(m.info.token_down), now, m.prob, change, reason,
+            m.info, m.position, md.book(m.info.token_up), md.book(m.info.token_down),
+            now, m.prob, change, reason,
         )
 
     async def _broker_call(self, method: Callable[..., Any], *args: Any) -> Any:
@@ -593,8 +596,3 @@ class Engine:
                 self._book_trade(m, record)
             self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)
         await self._broker_call(self.broker.close_all)  # live: cancel anything left resting on the venue
-
-
-def _count(value: Any) -> int:
-    """A counter that may be a number or a per-feed mapping of numbers."""
-    return int(sum(value.values())) if hasattr(value, "values") else int(value)

@@ -59,7 +59,7 @@ class Order:
 
 
 class InFlight:
-    """The orders in flight, in due order (the latency is the same for every order); a market has at most one."""
+    """The orders in flight, in due order (every order has the same latency); one per market at most."""
 
     def __init__(self, latency: float, fill: str, max_slippage: float, broker_skips: SkipCounts) -> None:
         self.latency = latency  # seconds
@@ -94,7 +94,9 @@ class InFlight:
         order.market.order = None
         return order
 
-    def reachable(self, order: Order, up_book: Book | None, down_book: Book | None) -> tuple[Book | None, Book | None] | None:
+    def reachable(
+        self, order: Order, up_book: Book | None, down_book: Book | None
+    ) -> tuple[Book | None, Book | None] | None:
         """The books as the order may take them: its side cut at its limit; None (counted) when that side
         moved wholly past the limit."""
         if order.limit is None:
