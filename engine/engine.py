@@ -32,9 +32,9 @@ from typing import Any
 
 from core.clock import Clock
 from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, EpisodeSource, Frame, Source
-from engine.broker import Broker, PaperBroker
+from engine.broker import Broker, Moment, PaperBroker
 from engine.markets import Market, Recent, Windows, trusted
-from engine.orders import InFlight, Moment, Order
+from engine.orders import InFlight, Order
 from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, TradeRecord, settle
 from engine.progress import History, run_progress
 from engine.report import RunStats, build_report
@@ -437,9 +437,7 @@ class Engine:
     async def _execute(self, m: Market, action: Action, at: Moment) -> float:
         """Execute one action through the broker and book what it did; returns the PnL it realized."""
         result = await self._broker_call(
-            self.broker.execute,
-            action, m.info, m.position, at.up_book, at.down_book, self.cfg.size * 0.5,
-            at.now, at.prob, at.change,
+            self.broker.execute, action, m.info, m.position, self.cfg.size * 0.5, at
         )
         if result.opened and result.position is not None:
             m.exposure += result.position.cost
@@ -567,12 +565,8 @@ class Engine:
 
     async def _close_at_book(self, m: Market, now: float, change: float, reason: str) -> TradeRecord:
         """Close the market's position at its books as they stand (the broker writes off what nobody buys)."""
-        md = self.md
-        return await self._broker_call(
-            self.broker.close_at_book,
-            m.info, m.position, md.book(m.info.token_up), md.book(m.info.token_down),
-            now, m.prob, change, reason,
-        )
+        at = Moment(self.md.book(m.info.token_up), self.md.book(m.info.token_down), now, m.prob, change)
+        return await self._broker_call(self.broker.close_at_book, m.info, m.position, at, reason)
 
     async def _broker_call(self, method: Callable[..., Any], *args: Any) -> Any:
         if self._blocking_broker:

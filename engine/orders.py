@@ -1,4 +1,4 @@
-"""Paper orders in flight, and the market as an order meets it.
+"""Paper orders in flight.
 
 An order decided at tick time t fills against the book as it stands at t + latency (the venue holds API
 taker orders on crypto markets ~250 ms, plus network). A book order carries the live broker's limit,
@@ -12,22 +12,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass
 
-from engine.broker import Book, SkipCounts, order_limit, order_side, within_limit
+from engine.broker import Book, Moment, SkipCounts, order_limit, order_side, within_limit
 from engine.markets import Market
 from engine.positions import UP
 from strategies.base import Action
-
-
-@dataclass(slots=True)
-class Moment:
-    """What an order (or a close) meets: the market's books, the clock time, its UP prob and the index's
-    move since the window opened (index / price to beat - 1, 0 while unknown)."""
-
-    up_book: Book | None
-    down_book: Book | None
-    now: float
-    prob: float
-    change: float
 
 
 @dataclass(slots=True)
@@ -77,8 +65,7 @@ class InFlight:
         side, buying = order
         limit = None
         if self._limited:
-            book = at.up_book if side == UP else at.down_book
-            limit = order_limit(book, buying, m.info.tick_size, self._max_slippage)
+            limit = order_limit(at.book(side), buying, m.info.tick_size, self._max_slippage)
             if limit is None:
                 self._broker_skips.empty_book += 1
                 return False
