@@ -131,9 +131,9 @@ def test_report_and_recording_name_the_profile_that_made_the_data(tmp_path: Path
 
 
 def test_realistic_quotes_move_with_or_before_the_public_index_and_lagged_ones_after() -> None:
-    """The calibration's lead-lag (benchmarks.calibration), read from the simulator's frames as a recording would be: in the realistic
-    market the mid moves with the futures-based fair value (peak at lag <= 0, no echo from +2 s); in the
-    lagged what-if it follows seconds later."""
+    """The calibration's lead-lag (benchmarks.calibration), read from the simulator's frames as a recording
+    would be: in the realistic market the mid moves with the futures-based fair value (peak at lag <= 0, no
+    echo from +2 s); in the lagged what-if it follows seconds later."""
     from sim.fit import read_sim
     from streamers.recording_stats import lead_lag
 
