@@ -36,6 +36,7 @@ if __package__ in (None, ""):
 from core.clock import VirtualClock
 from core.frames import ASSETS
 from engine.engine import Engine, EngineConfig
+from engine.sources import virtual_source
 from sim.source import SimSource
 from strategies import STRATEGY_NAMES, create_strategy
 from streamers.market_data import MarketData
@@ -111,7 +112,7 @@ async def run_once(strategy_name: str, train: bool, windows: int, seed: int, eve
         size=100.0, max_windows=windows, assets=assets, train=train, log_dir=log_dir,
         seed=seed, source_name="sim", strategy_name=strategy_name,
     )
-    source = SimSource(seed, assets, background=background_sim)
+    source = virtual_source("sim", seed=seed, assets=assets, background=background_sim)
     engine = Engine(strategy, source, VirtualClock(), MarketData(assets), cfg)
     segments: list[Segment] = []
     cpu0, sim0 = _cpu_seconds(resource.RUSAGE_SELF), _cpu_seconds(resource.RUSAGE_CHILDREN)

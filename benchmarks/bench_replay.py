@@ -30,10 +30,10 @@ if __package__ in (None, ""):
 
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
+from engine.sources import virtual_source
 from sim.source import SimSource
 from strategies import STRATEGY_NAMES, create_strategy
 from streamers.frames import ASSETS, WINDOW_SECONDS
-from streamers.library import Library, LibrarySource
 from streamers.market_data import MarketData
 from streamers.recording import RotatingRecorder
 
@@ -61,8 +61,7 @@ def one_run(kind: str, args: argparse.Namespace, assets: tuple[str, ...], librar
     strategy = create_strategy(args.strategy, seed=args.seed)
     if args.train:
         strategy.train()
-    source = (SimSource(args.seed, assets) if kind == "sim"
-              else LibrarySource(Library.open(library), warn=lambda _: None))
+    source = virtual_source(kind, seed=args.seed, assets=assets, recordings=library, warn=lambda _: None)
     cfg = EngineConfig(size=100.0, assets=assets, train=args.train, log_dir=None, max_windows=args.windows,
                        strategy_name=args.strategy)
 

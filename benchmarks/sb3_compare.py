@@ -23,7 +23,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.learning import Bench, Outcome, seeds_arg
+from benchmarks.learning import Bench, seeds_arg
+from benchmarks.learning_results import Outcome
 from engine.gym_env import UpDownEnv
 from strategies import create_strategy
 from strategies.rl import PPOConfig, RLStrategy, config_for_features

@@ -43,15 +43,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.learning import (  # noqa: E402  (the path above makes the repository importable)
-    Bench,
-    Outcome,
-    mean_sd,
-    parse_overrides,
-    print_table,
-    ratio_line,
-    verdict,
-)
+from benchmarks.learning import Bench, parse_overrides  # noqa: E402  (the path above makes the repository importable)
+from benchmarks.learning_results import Outcome, mean_sd, print_table, ratio_line, verdict  # noqa: E402
 from sim.profiles import SimProfile  # noqa: E402
 from strategies import create_strategy  # noqa: E402
 from strategies.rl import PPOConfig, RLStrategy, config_for_features  # noqa: E402

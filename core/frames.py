@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 __all__ = [
     "ASSETS",
@@ -18,6 +18,7 @@ __all__ = [
     "FEED_SPOT",
     "WINDOW_SECONDS",
     "Episode",
+    "EpisodeSource",
     "Frame",
     "MarketInfo",
     "Source",
@@ -98,5 +99,16 @@ class Source(Protocol):
     virtual: bool
 
     def frames(self) -> AsyncIterator[Frame]: ...
+
+    async def close(self) -> None: ...
+
+
+@runtime_checkable
+class EpisodeSource(Protocol):
+    """A virtual source that comes in episodes (a library of recordings, the sim/recording mix)."""
+
+    virtual: bool
+
+    def episodes(self) -> AsyncIterator[Episode]: ...
 
     async def close(self) -> None: ...

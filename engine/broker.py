@@ -45,6 +45,22 @@ class Book(Protocol):
 
 
 @dataclass(slots=True)
+class Moment:
+    """What an order (or a close) meets: the market's books, the clock time, its UP prob and the index's
+    move since the window opened (index / price to beat - 1, 0 while unknown)."""
+
+    up_book: Book | None
+    down_book: Book | None
+    now: float
+    prob: float
+    change: float
+
+    def book(self, side: str) -> Book | None:
+        """The book of the UP or the DOWN token."""
+        return self.up_book if side == UP else self.down_book
+
+
+@dataclass(slots=True)
 class Fill:
     shares: float  # shares traded
     net_shares: float  # shares delivered: all of them where the fee is paid in USDC (paper, CLOB V2)
@@ -152,6 +168,32 @@ def within_limit(book: Book, buying: bool, limit: float) -> Book | None:
     return LimitedBook(reachable, book.asks, book.tick_size, book.updated_at)
 
 
+class Broker(Protocol):
+    """What the engine asks of a broker: `PaperBroker` here, `venues.polymarket.broker.LiveBroker` live.
+
+    Both get the action -> order rules from `PositionRules`. A `blocking` broker's calls may wait on the
+    network: the engine runs each in a worker thread, one at a time, and does not delay its orders (the
+    venue supplies the latency).
+    """
+
+    blocking: bool
+    skipped: SkipCounts  # orders that did not trade, by reason (the report's skipped_orders)
+
+    def begin_tick(self) -> None:
+        """A new tick starts (the paper broker frees the liquidity taken in the last one)."""
+
+    def execute(
+        self, action: Action, info: MarketInfo, position: Position | None, dollars: float, at: Moment
+    ) -> Execution:
+        """Apply one action to the market's position, spending up to `dollars` on a buy; what it did."""
+
+    def close_at_book(self, info: MarketInfo, position: Position, at: Moment, reason: str) -> TradeRecord:
+        """Close `position` whatever happens (the bids it finds, the rest written off at 0)."""
+
+    def close_all(self) -> int:
+        """End of run: cancel what rests on the venue; the number of orders cancelled."""
+
+
 @dataclass(slots=True)
 class _Consumed:
     stamp: float
@@ -167,6 +209,7 @@ class PositionRules:
     """
 
     skipped: SkipCounts
+    blocking = False  # paper fills never wait on the network
 
     def buy(self, token_id: str, book: Book | None, dollars: float, info: MarketInfo) -> Fill | None:
         raise NotImplementedError
@@ -182,26 +225,17 @@ class PositionRules:
         """A buy opened `position` (a broker that must correct it later keeps it)."""
 
     def execute(
-        self,
-        action: Action,
-        info: MarketInfo,
-        position: Position | None,
-        up_book: Book | None,
-        down_book: Book | None,
-        dollars: float,
-        now: float,
-        prob: float,
-        underlying_change: float,
+        self, action: Action, info: MarketInfo, position: Position | None, dollars: float, at: Moment
     ) -> Execution:
-        """Apply one action (as `route` has it) with the position rules (`order_side`). A sale that trades
-        nothing keeps the position (the next exit decision tries again)."""
+        """Apply one action (as `route` has it) with the position rules (`order_side`) against the books of
+        `at`. A sale that trades nothing keeps the position (the next exit decision tries again)."""
         order = order_side(self.route(action, info, position), position)
         if order is None:
             return Execution(position)
         side, buying = order
         if buying:
             token = info.token_up if side == UP else info.token_down
-            fill = self.buy(token, up_book if side == UP else down_book, dollars, info)
+            fill = self.buy(token, at.book(side), dollars, info)
             if fill is None:
                 return Execution(None)
             opened = Position(
@@ -213,15 +247,14 @@ class PositionRules:
                 cost=fill.cash,
                 entry_fee=fill.fee,
                 entry_price=fill.avg_price,
-                entry_time=now,
-                time_remaining_at_entry=max(0.0, info.end - now),
-                prob_at_entry=prob,
+                entry_time=at.now,
+                time_remaining_at_entry=max(0.0, info.end - at.now),
+                prob_at_entry=at.prob,
             )
             self.opened(opened)
             return Execution(opened, opened=True)
         assert position is not None  # order_side closes only a held position
-        book = up_book if side == UP else down_book
-        fill = self.sell(position.token_id, book, position.shares, info)
+        fill = self.sell(position.token_id, at.book(side), position.shares, info)
         if fill is None:
             return Execution(position)
         leftover = position.shares - fill.shares
@@ -234,31 +267,21 @@ class PositionRules:
             fill.cash,
             fill.fee,
             fill.avg_price,
-            now,
-            prob,
-            underlying_change,
+            at.now,
+            at.prob,
+            at.change,
             EXIT_CLOSE,
         )
         return Execution(None if full else position, record)
 
-    def close_at_book(
-        self,
-        info: MarketInfo,
-        position: Position,
-        up_book: Book | None,
-        down_book: Book | None,
-        now: float,
-        prob: float,
-        underlying_change: float,
-        reason: str,
-    ) -> TradeRecord:
+    def close_at_book(self, info: MarketInfo, position: Position, at: Moment, reason: str) -> TradeRecord:
         """Close a position whatever happens (shutdown, unresolved market): sell what the bids take
         (`sell_out`), then write off the rest at 0 — the honest value of shares nobody will buy."""
-        book = up_book if position.side == UP else down_book
-        sold, cash, fee = self.sell_out(info, position, book, reason)
+        sold, cash, fee = self.sell_out(info, position, at.book(position.side), reason)
         held = position.shares
         exit_price = cash / held if held > 0 else 0.0
-        return realize(position, held, cash, fee, exit_price if sold else 0.0, now, prob, underlying_change, reason)
+        price = exit_price if sold else 0.0
+        return realize(position, held, cash, fee, price, at.now, at.prob, at.change, reason)
 
     def sell_out(
         self, info: MarketInfo, position: Position, book: Book | None, reason: str
@@ -269,6 +292,10 @@ class PositionRules:
         if fill is None:
             return 0.0, 0.0, 0.0
         return fill.shares, fill.cash, fill.fee
+
+    def close_all(self) -> int:
+        """End of run: nothing rests on a paper venue (a live broker cancels its resting orders)."""
+        return 0
 
 
 class PaperBroker(PositionRules):

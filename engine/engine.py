@@ -24,33 +24,29 @@ import contextlib
 import math
 import os
 import time
-from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, Frame, MarketInfo
-from engine.broker import PaperBroker, order_limit, order_side, within_limit
-from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, UP, Position, TradeRecord, settle
-from engine.progress import Series, run_progress
+from core.clock import Clock
+from core.frames import ASSETS, FEED_DISCOVERY, FEED_POLYMARKET, EpisodeSource, Frame, Source
+from engine.broker import Broker, Moment, PaperBroker
+from engine.markets import Market, Recent, Windows, trusted
+from engine.orders import InFlight, Order
+from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, TradeRecord, settle
+from engine.progress import History, run_progress
 from engine.report import RunStats, build_report
-from engine.state_builder import PROB_HISTORY, IndexVol, book_prob, build_state
+from engine.state_builder import IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
 from strategies.base import Action, MarketState, Strategy
+from streamers.market_data import MarketData
 
 _END = object()  # pump -> loop: the source is exhausted
 _YIELD_EVERY = 512  # frames between event-loop yields on virtual sources (lets stop() and the dashboard run)
 _MAX_TICK_LAG = 4  # real time: ticks further behind than this are skipped, not replayed
 _DONE_MEMORY = 2048  # settled markets remembered so rediscovery does not revive them
-
-
-def _trusted(book: Any) -> Any:
-    """The book, unless it has no snapshot yet or disagreed with the venue (then it awaits a resync)."""
-    if book is None or getattr(book, "needs_resync", False):
-        return None
-    return book
 
 
 @dataclass
@@ -80,82 +76,38 @@ class EngineConfig:
     tensorboard: Any = None  # anything with write_update/write_window (engine.tensorboard.TensorBoardLog)
 
 
-@dataclass(slots=True)
-class DelaySkips:
-    """Delayed paper orders that did not fill, by reason (reported beside the broker's counts)."""
-
-    past_limit: int = 0  # the book moved past the order's limit before the order reached it
-    window_closed: int = 0  # due at or after its market's window end: the venue no longer matches it
-    cancelled_at_stop: int = 0  # still in flight when the run stopped
-
-    def to_dict(self) -> dict:
-        return {
-            "past_limit": self.past_limit,
-            "window_closed": self.window_closed,
-            "cancelled_at_stop": self.cancelled_at_stop,
-        }
-
-
-@dataclass(slots=True)
-class _Market:
-    info: MarketInfo
-    probs: deque[float] = field(default_factory=lambda: deque(maxlen=PROB_HISTORY))
-    prob: float = 0.5
-    position: Position | None = None
-    price_to_beat: float | None = None
-    acted: bool = False  # passed to act_batch at least once, so the strategy knows it
-    state: MarketState | None = None  # the last state decided on (the dashboard's fair value)
-    order: _Order | None = None  # a delayed paper order in flight
-    trades: int = 0
-    pnl: float = 0.0
-    fees: float = 0.0
-    exposure: float = 0.0
-
-    @property
-    def key(self) -> tuple[int, str, str]:
-        return (self.info.start, self.info.asset, self.info.condition_id)
-
-
-@dataclass(slots=True, eq=False)
-class _Order:
-    """A paper order decided at one tick and due to fill `latency` later."""
-
-    market: _Market
-    action: Action
-    due: float  # clock time it reaches the book
-    side: str  # UP or DOWN: the token it trades
-    buying: bool
-    limit: float | None  # worst price it may take (book fills); None: no limit (mid fills)
-
-
 class Engine:
     def __init__(
-        self, strategy: Strategy, source: Any, clock: Any, market_data: Any, cfg: EngineConfig, broker: Any = None
+        self,
+        strategy: Strategy,
+        source: Source | EpisodeSource,
+        clock: Clock,
+        market_data: MarketData,
+        cfg: EngineConfig,
+        broker: Broker | None = None,
     ) -> None:
+        """`clock` is a VirtualClock (advanced by the engine) when `source.virtual`, else a RealClock."""
         self.strategy = strategy
         self.source = source
         self.clock = clock
         self.md = market_data
         self.cfg = cfg
         self.assets = tuple(sorted(cfg.assets))
-        self.broker = broker if broker is not None else PaperBroker(cfg.fill)
+        self.broker: Broker = broker if broker is not None else PaperBroker(cfg.fill)
         # a broker whose calls block on the network (live orders) runs them in a worker thread, one at a
         # time, so the event loop keeps reading the feeds; frames are only applied between ticks either way
-        self._blocking_broker = bool(getattr(self.broker, "blocking", False))
+        self._blocking_broker = self.broker.blocking
         if not cfg.latency_ms >= 0.0:
             raise ValueError(f"latency_ms must be 0 or more, got {cfg.latency_ms}")
         # the live venue supplies the real latency; paper orders get the configured one
-        self._latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
-        self._in_flight: deque[_Order] = deque()  # in due order: the latency is the same for every order
-        self.delay_skips = DelaySkips()
+        latency = 0.0 if self._blocking_broker else cfg.latency_ms / 1000.0
+        self._in_flight = InFlight(latency, cfg.fill, cfg.max_slippage, self.broker.skipped)
         self.stats = RunStats()
         self.logs: RunLogs | None = None
-        self._markets: dict[str, _Market] = {}
-        self._order: list[_Market] = []  # markets sorted by (start, asset): a stable iteration order
-        self._done: set[str] = set()
-        self._done_fifo: deque[str] = deque()
-        self._window_pending: dict[int, int] = {}
-        self._window_pnl: dict[int, dict[str, float]] = {}  # window start -> PnL by asset (TensorBoard)
+        self._markets: dict[str, Market] = {}
+        self._order: list[Market] = []  # markets sorted by (start, asset): a stable iteration order
+        self._done = Recent(_DONE_MEMORY)
+        self._windows = Windows()
         self._index_vol = {a: IndexVol(cfg.tick_seconds) for a in self.assets}
         self._last_feed: dict[str, float] = {}
         self._discovery_dirty = True
@@ -165,14 +117,10 @@ class Engine:
         self._elapsed = 0.0  # clock seconds played in earlier episodes of a library replay
         self._tradable: Callable[[int, int], bool] | None = None  # the episode's complete windows (None: all)
         self._wall_start = 0.0
-        self._last_update: dict | None = None
         self._pump_error: BaseException | None = None
         self.skipped_ticks = 0
         # the dashboard's histories, bounded however long the run
-        self._equity = Series()
-        self._entropy = Series()
-        self._explained = Series()
-        self._recent_trades: deque[dict] = deque(maxlen=8)
+        self._history = History()
 
     # ---- public API -------------------------------------------------------------------------
     def stop(self) -> None:
@@ -196,7 +144,7 @@ class Engine:
 
             dashboard = asyncio.create_task(run_dashboard(self.snapshot, dashboard_stop))
         try:
-            if getattr(self.source, "virtual", False):
+            if self.source.virtual:
                 await self._run_virtual()
             else:
                 await self._run_realtime()
@@ -215,23 +163,24 @@ class Engine:
     def report(self) -> dict:
         report = build_report(
             self.stats,
-            strategy=self.cfg.strategy_name or getattr(self.strategy, "name", type(self.strategy).__name__),
+            strategy=self.cfg.strategy_name or self.strategy.name,
             source=self.cfg.source_name or type(self.source).__name__,
             seed=self.cfg.seed,
             fill=self.cfg.fill,
             wall_seconds=time.perf_counter() - self._wall_start,
-            messages=int(getattr(self.md, "messages", 0)),
-            rejected=int(getattr(self.md, "rejected", 0)),
-            unknown=int(getattr(self.md, "unknown", 0)),
+            messages=self.md.messages,
+            rejected=self.md.rejected,
+            unknown=self.md.unknown,
+            # counters a source may keep: a recording's unreadable lines, a live source's reconnects per feed
             bad_lines=int(getattr(self.source, "bad_lines", 0)),
-            reconnects=_count(getattr(self.source, "reconnects", 0)),
-            skipped={**self.broker.skipped.to_dict(), **self.delay_skips.to_dict()},
+            reconnects=getattr(self.source, "reconnects", 0),
+            skipped={**self.broker.skipped.to_dict(), **self._in_flight.skips.to_dict()},
             assets=self.assets,
             latency_ms=None if self._blocking_broker else self.cfg.latency_ms,
         )
         report["skipped_ticks"] = self.skipped_ticks
         report["output_error"] = self.output_error()
-        if getattr(self.md, "source_info", None):  # a replayed recording's header: what produced the data
+        if self.md.source_info:  # a replayed recording's header: what produced the data
             report["recorded_source"] = self.md.source_info
         if self.logs is not None:
             report["logs"] = self.logs.paths
@@ -249,36 +198,16 @@ class Engine:
         """What the dashboard shows; reads state, changes nothing."""
         now = self.clock.now()
         wall = max(1e-9, time.perf_counter() - self._wall_start)
-        markets = []
         current: tuple[float, float] | None = None
         for m in self._order:
             if current is None or m.info.end < current[1]:
                 current = (m.info.start, m.info.end)
-            if not m.info.start <= now < m.info.end + self.cfg.settle_grace_seconds:
-                continue
-            book = self.md.book(m.info.token_up)
-            pos = m.position
-            state = m.state
-            known = state is not None and state.index_z() is not None  # index and its open price both seen
-            fair = state.fair_up() if known else None
-            markets.append({
-                "asset": m.info.asset,
-                "start": m.info.start,
-                "seconds_left": max(0.0, m.info.end - now),
-                "window_seconds": m.info.end - m.info.start,
-                "fair": fair,
-                "index_change": state.index_price / state.price_to_beat - 1.0 if known else None,
-                "mid": m.prob,
-                "bid": book.best_bid if book is not None else None,
-                "ask": book.best_ask if book is not None else None,
-                "side": pos.side if pos else None,
-                "entry": pos.entry_price if pos else None,
-                "unrealized": pos.value_at(m.prob if pos.side == "UP" else 1.0 - m.prob) if pos else 0.0,
-            })
+        grace = self.cfg.settle_grace_seconds
+        markets = [m.row(self.md, now) for m in self._order if m.info.start <= now < m.info.end + grace]
         return {
             "clock": now,
             "started": bool(self._last_feed),  # a frame has arrived: the clock means something
-            "strategy": self.cfg.strategy_name or getattr(self.strategy, "name", ""),
+            "strategy": self.cfg.strategy_name or self.strategy.name,
             "source": self.cfg.source_name,
             "training": self.cfg.train,
             "assets": self.assets,
@@ -289,25 +218,22 @@ class Engine:
             "windows": self.stats.windows,
             "decisions_per_second": self.stats.decisions / wall,
             "markets": markets,
-            "last_update": self._last_update,
+            "last_update": self._history.last_update,
             "updates": self.stats.updates,
             "progress": run_progress(
                 windows=self.stats.windows, max_windows=self.cfg.max_windows, duration=self.cfg.duration,
                 started_at=self._start_time if self._last_feed else None, now=now, current_window=current,
                 wall_seconds=wall,
             ),
-            "equity": self._equity.values(),
-            "recent_trades": list(self._recent_trades),
-            "learning": {"entropy": self._entropy.values(), "explained_variance": self._explained.values()},
+            **self._history.curves(),
         }
 
     # ---- loops ------------------------------------------------------------------------------
     async def _run_virtual(self) -> None:
-        episodes = getattr(self.source, "episodes", None)
-        if episodes is None:
+        if not isinstance(self.source, EpisodeSource):
             await self._run_frames(self.source.frames())
             return
-        async for episode in episodes():
+        async for episode in self.source.episodes():
             self._tradable = episode.tradable
             await self._run_frames(episode.frames)
             if self._finished or self._stop:
@@ -322,7 +248,7 @@ class Engine:
         recorder = self.cfg.recorder
         advance = self.clock.advance
         apply = self._apply
-        in_flight = self._in_flight
+        in_flight = self._in_flight.queue
         async for frame in frames:
             if self._stop:
                 break
@@ -362,8 +288,7 @@ class Engine:
             return
         self._elapsed = now - self._start_time if self._start_time is not None else self._elapsed
         self._done.clear()
-        self._done_fifo.clear()
-        self._window_pending.clear()
+        self._windows.clear()
         self._index_vol = {a: IndexVol(self.cfg.tick_seconds) for a in self.assets}
         self._last_feed.clear()
         self._discovery_dirty = True
@@ -380,7 +305,7 @@ class Engine:
             while not self._stop:
                 tick_time = k * step
                 now = self.clock.now()
-                due = self._in_flight[0].due if self._in_flight else math.inf
+                due = self._in_flight.queue[0].due if self._in_flight.queue else math.inf
                 if due <= tick_time and now >= due:
                     await self._fill_due(due)
                     continue
@@ -437,20 +362,27 @@ class Engine:
         self.broker.begin_tick()
         if self._discovery_dirty:
             self._sync_markets(now)
-        md = self.md
         for asset in self.assets:
-            self._index_vol[asset].sample(md.chainlink_price(asset))
-
-        # (1) settle markets whose window ended
-        expired = [m for m in self._order if m.info.end <= now]
-        for m in expired:
-            await self._try_settle(m, now)
+            self._index_vol[asset].sample(self.md.chainlink_price(asset))
+        await self._settle_expired(now)
         if self._end_reached(now):
             self._finished = True
             return
+        batch = self._build_states(now)
+        if batch:
+            await self._decide(batch)
+        self._drain_updates(now)
 
-        # (2) states of the markets with fresh data
-        batch: list[tuple[_Market, MarketState, Any, Any]] = []
+    async def _settle_expired(self, now: float) -> None:
+        """(1) Settle the markets whose window ended (each waits for its outcome up to the grace)."""
+        for m in [m for m in self._order if m.info.end <= now]:
+            await self._try_settle(m, now)
+
+    def _build_states(self, now: float) -> list[tuple[Market, MarketState, Moment]]:
+        """(2) The state of every market in its window with fresh data and no order in flight, and what an
+        order would meet now; every market's prob history moves on either way."""
+        md = self.md
+        batch: list[tuple[Market, MarketState, Moment]] = []
         stale = 0
         poly_seen = self._last_feed.get(FEED_POLYMARKET)
         poly_fresh = poly_seen is not None and now - poly_seen <= self.cfg.stale_book_seconds
@@ -458,58 +390,54 @@ class Engine:
             info = m.info
             if not info.start <= now < info.end:
                 continue
-            up_book = _trusted(md.book(info.token_up))
+            up_book = trusted(md.book(info.token_up))
             if up_book is not None:
                 m.prob = book_prob(up_book, m.prob)
                 m.probs.append(m.prob)
             if m.order is not None:
                 continue  # its order is in flight: no new decision until it fills or fails
             futures = md.futures(info.asset)
-            fut_at = getattr(futures, "updated_at", None)
-            if (
-                up_book is None
-                or not poly_fresh
-                or not fut_at
-                or now - fut_at > self.cfg.stale_futures_seconds
-            ):
+            fut_at = futures.updated_at
+            futures_stale = not fut_at or now - fut_at > self.cfg.stale_futures_seconds
+            if up_book is None or not poly_fresh or futures_stale:
                 stale += 1
                 continue
-            down_book = _trusted(md.book(info.token_down))
-            ptb = self._price_to_beat(m)
+            down_book = trusted(md.book(info.token_down))
+            index_price = md.chainlink_price(info.asset)
             state = build_state(
-                info, now, up_book, down_book, futures, md.chainlink_price(info.asset), ptb,
-                self._index_vol[info.asset].per_sqrt_second, m.position, m.prob, m.probs,
+                info, now, up_book, down_book, futures,
+                index_price=index_price,
+                price_to_beat=m.price_to_beat(md),
+                index_vol=self._index_vol[info.asset].per_sqrt_second,
+                position=m.position,
+                prob=m.prob,
+                probs=m.probs,
             )
             m.state = state
-            batch.append((m, state, up_book, down_book))
+            at = Moment(up_book, down_book, now, m.prob, m.underlying_change(md, index_price))
+            batch.append((m, state, at))
         self.stats.stale_seconds += stale * self.cfg.tick_seconds
+        return batch
 
-        # (3) one batched decision, (4) orders, (5) rewards (a delayed order's at its fill)
-        if batch:
-            actions = self.strategy.act_batch([b[1] for b in batch])
-            self.stats.decisions += len(batch)
-            for (m, state, up_book, down_book), action in zip(batch, actions, strict=True):
-                m.acted = True
-                reward = 0.0
-                if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
-                    if self._latency > 0.0:
-                        if self._send(m, Action(int(action)), up_book, down_book, now):
-                            continue
-                    else:
-                        reward = await self._execute(
-                            m, Action(int(action)), up_book, down_book, now, m.prob,
-                            self._underlying_change(m, state.index_price),
-                        )
-                self.strategy.record(m.info.condition_id, reward)
-        self._drain_updates(now)
+    async def _decide(self, batch: list[tuple[Market, MarketState, Moment]]) -> None:
+        """(3) One batched decision, (4) its orders, (5) their rewards (a delayed order's at its fill)."""
+        actions = self.strategy.act_batch([state for _, state, _ in batch])
+        self.stats.decisions += len(batch)
+        delayed = self._in_flight.latency > 0.0
+        for (m, _, at), action in zip(batch, actions, strict=True):
+            m.acted = True
+            reward = 0.0
+            if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
+                if not delayed:
+                    reward = await self._execute(m, Action(int(action)), at)
+                elif self._in_flight.send(m, Action(int(action)), at):
+                    continue
+            self.strategy.record(m.info.condition_id, reward)
 
-    async def _execute(
-        self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float, prob: float, change: float
-    ) -> float:
+    async def _execute(self, m: Market, action: Action, at: Moment) -> float:
         """Execute one action through the broker and book what it did; returns the PnL it realized."""
         result = await self._broker_call(
-            self.broker.execute,
-            action, m.info, m.position, up_book, down_book, self.cfg.size * 0.5, now, prob, change,
+            self.broker.execute, action, m.info, m.position, self.cfg.size * 0.5, at
         )
         if result.opened and result.position is not None:
             m.exposure += result.position.cost
@@ -519,82 +447,38 @@ class Engine:
         self._book_trade(m, result.record)
         return result.record.pnl
 
-    # ---- delayed paper orders ---------------------------------------------------------------
-    def _send(self, m: _Market, action: Action, up_book: Any, down_book: Any, now: float) -> bool:
-        """Put the action's order in flight; False when it sends none (its reward, 0, is recorded now).
-
-        A book order carries the live broker's limit, `max_slippage` past the best price at the
-        decision, so a delayed buy cannot walk arbitrarily far past the price it decided on; an
-        order whose side of the book is empty at the decision is not sent (counted, like the live broker).
-        """
-        order = order_side(action, m.position)
-        if order is None:
-            return False
-        side, buying = order
-        limit = None
-        if self.cfg.fill == "book":
-            book = up_book if side == UP else down_book
-            limit = order_limit(book, buying, m.info.tick_size, self.cfg.max_slippage)
-            if limit is None:
-                self.broker.skipped.empty_book += 1
-                return False
-        m.order = _Order(m, action, now + self._latency, side, buying, limit)
-        self._in_flight.append(m.order)
-        return True
-
+    # ---- delayed paper orders (engine.orders) -----------------------------------------------
     async def _fill_due(self, due: float) -> None:
         """Fill every order due at or before `due` against the book as it stands now, then record."""
-        in_flight = self._in_flight
-        while in_flight and in_flight[0].due <= due:
-            order = in_flight.popleft()
+        while (order := self._in_flight.pop_due(due)) is not None:
             m = order.market
-            m.order = None
             if order.due >= m.info.end:
-                self.delay_skips.window_closed += 1
+                self._in_flight.skips.window_closed += 1
                 reward = 0.0
             else:
                 reward = await self._fill(order)
             self.strategy.record(m.info.condition_id, reward)
 
-    async def _fill(self, order: _Order) -> float:
+    async def _fill(self, order: Order) -> float:
         m = order.market
         md = self.md
-        up_book = _trusted(md.book(m.info.token_up))
-        down_book = _trusted(md.book(m.info.token_down))
+        up_book = trusted(md.book(m.info.token_up))
         prob = book_prob(up_book, m.prob)
-        if order.limit is not None:
-            book = up_book if order.side == UP else down_book
-            if book is not None:
-                book = within_limit(book, order.buying, order.limit)
-                if book is None:
-                    self.delay_skips.past_limit += 1
-                    return 0.0
-                if order.side == UP:
-                    up_book = book
-                else:
-                    down_book = book
-        change = self._underlying_change(m, md.chainlink_price(m.info.asset))
-        return await self._execute(m, order.action, up_book, down_book, order.due, prob, change)
+        books = self._in_flight.reachable(order, up_book, trusted(md.book(m.info.token_down)))
+        if books is None:
+            return 0.0
+        change = m.underlying_change(md, md.chainlink_price(m.info.asset))
+        return await self._execute(m, order.action, Moment(*books, order.due, prob, change))
 
-    def _cancel_order(self, m: _Market, stopping: bool) -> None:
+    def _cancel_order(self, m: Market, stopping: bool) -> None:
         """A market finishing with an order in flight: the order never fills; its decision gets reward 0."""
-        order = m.order
-        if order is None:
-            return
-        m.order = None
-        self._in_flight.remove(order)
-        if stopping:
-            self.delay_skips.cancelled_at_stop += 1
-        else:
-            self.delay_skips.window_closed += 1
-        self.strategy.record(m.info.condition_id, 0.0)
+        if self._in_flight.cancel(m, stopping):
+            self.strategy.record(m.info.condition_id, 0.0)
 
     def _drain_updates(self, now: float) -> None:
         for metrics in self.strategy.pop_updates():
             self.stats.updates += 1
-            self._last_update = metrics
-            self._entropy.append(float(metrics.get("entropy", math.nan)))
-            self._explained.append(float(metrics.get("explained_variance", math.nan)))
+            self._history.update(metrics)
             if self.logs is not None:
                 self.logs.write_update(now, metrics, self.stats.pnl, self.stats.trades, self.stats.win_rate)
             if self.cfg.tensorboard is not None:
@@ -627,63 +511,30 @@ class Engine:
                 continue
             if self._tradable is not None and not self._tradable(info.start, info.end):
                 continue  # a window the episode's data does not cover from start to end: never half-traded
-            self._markets[cid] = _Market(info)
-            self._window_pending[info.start] = self._window_pending.get(info.start, 0) + 1
+            self._markets[cid] = m = Market(info)
+            self._windows.add(m)
             changed = True
         if changed:
             self._order = sorted(self._markets.values(), key=lambda m: m.key)
 
-    def _price_to_beat(self, m: _Market) -> float | None:
-        if m.info.price_to_beat is not None:
-            return m.info.price_to_beat
-        if m.price_to_beat is None:
-            latest = self.md.chainlink_latest_ts(m.info.asset)
-            if latest is not None and latest >= m.info.start:  # prices arrive in order: this is final
-                m.price_to_beat = self.md.chainlink_price_at(m.info.asset, m.info.start)
-        return m.price_to_beat
-
-    def _underlying_change(self, m: _Market, index_price: float | None) -> float:
-        ptb = self._price_to_beat(m)
-        if not ptb or not index_price:
-            return 0.0
-        return index_price / ptb - 1.0
-
-    def _outcome(self, m: _Market) -> str | None:
-        """Up/Down from the venue's resolution, else from the Chainlink price at the window end."""
-        outcome = self.md.resolved_outcome(m.info.condition_id)
-        if outcome is not None:
-            return outcome
-        ptb = self._price_to_beat(m)
-        latest = self.md.chainlink_latest_ts(m.info.asset)
-        if ptb is None or latest is None or latest < m.info.end:
-            return None
-        final = self.md.chainlink_price_at(m.info.asset, m.info.end)
-        if final is None:
-            return None
-        return "Up" if final >= ptb else "Down"  # ties go to Up
-
-    async def _try_settle(self, m: _Market, now: float) -> None:
-        outcome = self._outcome(m)
+    async def _try_settle(self, m: Market, now: float) -> None:
+        outcome = m.outcome(self.md)
         if outcome is None and now < m.info.end + self.cfg.settle_grace_seconds:
             return  # wait for the outcome without trading this market
         record: TradeRecord | None = None
         index = self.md.chainlink_price_at(m.info.asset, m.info.end) or self.md.chainlink_price(m.info.asset)
-        change = self._underlying_change(m, index)
+        change = m.underlying_change(self.md, index)
         if m.position is not None:
             if outcome is None:
                 self.stats.unresolved_closes += 1
-                record = await self._broker_call(
-                    self.broker.close_at_book,
-                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
-                    now, m.prob, change, EXIT_UNRESOLVED,
-                )
+                record = await self._close_at_book(m, now, change, EXIT_UNRESOLVED)
             else:
                 record = settle(m.position, outcome == "Up", now, m.prob, change)
             m.position = None
             self._book_trade(m, record)
         self._finish_market(m, outcome or "unresolved", record.pnl if record is not None else 0.0)
 
-    def _finish_market(self, m: _Market, outcome: str, final_pnl: float) -> None:
+    def _finish_market(self, m: Market, outcome: str, final_pnl: float) -> None:
         cid = m.info.condition_id
         self._cancel_order(m, stopping=outcome == "shutdown")
         if m.acted:
@@ -695,37 +546,27 @@ class Engine:
         del self._markets[cid]
         self._order.remove(m)
         self._done.add(cid)
-        self._done_fifo.append(cid)
-        if len(self._done_fifo) > _DONE_MEMORY:
-            self._done.discard(self._done_fifo.popleft())
-        window_pnl = self._window_pnl.setdefault(m.info.start, {})
-        window_pnl[m.info.asset] = window_pnl.get(m.info.asset, 0.0) + m.pnl
-        pending = self._window_pending.get(m.info.start, 0) - 1
-        if pending <= 0:
-            self._window_pending.pop(m.info.start, None)
-            self._window_pnl.pop(m.info.start, None)
-            if outcome != "shutdown":
-                self.stats.windows += 1
-                if self.cfg.tensorboard is not None:
-                    self.cfg.tensorboard.write_window(window_pnl)
-                if self.cfg.on_window is not None:
-                    self.cfg.on_window(self.snapshot())
-        else:
-            self._window_pending[m.info.start] = pending
+        window_pnl = self._windows.finish(m)
+        if window_pnl is not None and outcome != "shutdown":
+            self.stats.windows += 1
+            if self.cfg.tensorboard is not None:
+                self.cfg.tensorboard.write_window(window_pnl)
+            if self.cfg.on_window is not None:
+                self.cfg.on_window(self.snapshot())
 
-    def _book_trade(self, m: _Market, record: TradeRecord) -> None:
+    def _book_trade(self, m: Market, record: TradeRecord) -> None:
         self.stats.add_trade(record.asset, record.pnl, record.fee)
         m.trades += 1
         m.pnl += record.pnl
         m.fees += record.fee
-        self._equity.append(self.stats.pnl)
-        self._recent_trades.append({
-            "time": record.timestamp, "asset": record.asset, "side": record.side,
-            "entry": record.entry_price, "exit": record.exit_price, "pnl": record.pnl,
-            "reason": record.exit_reason,
-        })
+        self._history.trade(record, self.stats.pnl)
         if self.logs is not None:
             self.logs.write_trade(record)
+
+    async def _close_at_book(self, m: Market, now: float, change: float, reason: str) -> TradeRecord:
+        """Close the market's position at its books as they stand (the broker writes off what nobody buys)."""
+        at = Moment(self.md.book(m.info.token_up), self.md.book(m.info.token_down), now, m.prob, change)
+        return await self._broker_call(self.broker.close_at_book, m.info, m.position, at, reason)
 
     async def _broker_call(self, method: Callable[..., Any], *args: Any) -> Any:
         if self._blocking_broker:
@@ -743,20 +584,9 @@ class Engine:
             record: TradeRecord | None = None
             if m.position is not None:
                 self.stats.shutdown_closes += 1
-                record = await self._broker_call(
-                    self.broker.close_at_book,
-                    m.info, m.position, self.md.book(m.info.token_up), self.md.book(m.info.token_down),
-                    now, m.prob, self._underlying_change(m, self.md.chainlink_price(m.info.asset)),
-                    EXIT_SHUTDOWN,
-                )
+                change = m.underlying_change(self.md, self.md.chainlink_price(m.info.asset))
+                record = await self._close_at_book(m, now, change, EXIT_SHUTDOWN)
                 m.position = None
                 self._book_trade(m, record)
             self._finish_market(m, "shutdown", record.pnl if record is not None else 0.0)
-        close_all = getattr(self.broker, "close_all", None)  # live: cancel anything left resting on the venue
-        if close_all is not None:
-            await self._broker_call(close_all)
-
-
-def _count(value: Any) -> int:
-    """A counter that may be a number or a per-feed mapping of numbers."""
-    return int(sum(value.values())) if hasattr(value, "values") else int(value)
+        await self._broker_call(self.broker.close_all)  # live: cancel anything left resting on the venue

@@ -138,14 +138,12 @@ class _Run:
     async def _run(self) -> dict:
         env = self._env
         assets = (env.asset,)
+        from engine.sources import virtual_source
+
         if env.recording is not None:
-            from streamers.library import Library, LibrarySource
-
-            source: Any = LibrarySource(Library.open(env.recording), "max")
+            source = virtual_source("replay", seed=0, assets=assets, recordings=env.recording)
         else:
-            from sim.source import SimSource
-
-            source = SimSource(self.sim_seed, assets=assets, profile=env.profile)
+            source = virtual_source("sim", seed=self.sim_seed, assets=assets, profile=env.profile)
         cfg = EngineConfig(
             size=env.size, fill=env.fill, latency_ms=env.latency_ms, max_slippage=env.max_slippage, assets=assets,
             log_dir=env.log_dir, seed=self.sim_seed, source_name="replay" if env.recording else "sim",

@@ -6,7 +6,42 @@
 
 from __future__ import annotations
 
+import math
 from collections import deque
+
+from engine.positions import TradeRecord
+
+
+class History:
+    """The run's course as the dashboard draws it: the equity and learning curves, the last 8 trades, the
+    last PPO update's metrics; bounded however long the run."""
+
+    def __init__(self) -> None:
+        self.equity = Series()
+        self.entropy = Series()
+        self.explained = Series()
+        self.recent_trades: deque[dict] = deque(maxlen=8)
+        self.last_update: dict | None = None
+
+    def trade(self, record: TradeRecord, cumulative_pnl: float) -> None:
+        self.equity.append(cumulative_pnl)
+        self.recent_trades.append({
+            "time": record.timestamp, "asset": record.asset, "side": record.side,
+            "entry": record.entry_price, "exit": record.exit_price, "pnl": record.pnl,
+            "reason": record.exit_reason,
+        })
+
+    def update(self, metrics: dict) -> None:
+        self.last_update = metrics
+        self.entropy.append(float(metrics.get("entropy", math.nan)))
+        self.explained.append(float(metrics.get("explained_variance", math.nan)))
+
+    def curves(self) -> dict:
+        return {
+            "equity": self.equity.values(),
+            "recent_trades": list(self.recent_trades),
+            "learning": {"entropy": self.entropy.values(), "explained_variance": self.explained.values()},
+        }
 
 
 class Series:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
@@ -45,12 +46,13 @@ def build_report(
     rejected: int,
     unknown: int,
     bad_lines: int,
-    reconnects: int,
+    reconnects: int | Mapping[str, int],
     skipped: dict,
     assets: tuple[str, ...],
     latency_ms: float | None,
 ) -> dict:
-    """`latency_ms`: the delay given to paper fills; None when a live venue filled the orders."""
+    """`reconnects`: a total, or counts per feed (a live source's); `latency_ms`: the delay given to paper
+    fills, None when a live venue filled the orders."""
     return {
         "strategy": strategy,
         "source": source,
@@ -71,7 +73,7 @@ def build_report(
             "rejected": rejected,
             "unknown": unknown,  # well-formed events of a type the parsers do not know
             "bad_lines": bad_lines,  # unreadable recording lines skipped by a replay
-            "reconnects": reconnects,
+            "reconnects": int(sum(reconnects.values())) if isinstance(reconnects, Mapping) else int(reconnects),
             "stale_seconds": round(stats.stale_seconds, 3),
         },
         "model_saved": None,

@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 import operator
 from collections import deque
-from typing import Any
 
 from core.frames import WINDOW_SECONDS, MarketInfo
 from engine.positions import UP, Position
 from strategies.base import MarketState
+from streamers.futures_state import FuturesState
+from streamers.polymarket import PolymarketBook
 
 PROB_HISTORY = 30
 _MIN_VOL_SAMPLES = 20
@@ -69,7 +70,7 @@ def _std(values: deque[float]) -> float:
     return math.sqrt(max(0.0, sum(map(operator.mul, values, values)) / n - mean * mean))
 
 
-def book_prob(up_book: Any, fallback: float) -> float:
+def book_prob(up_book: PolymarketBook | None, fallback: float) -> float:
     """UP mid; one-sided or missing books keep the last known prob."""
     if up_book is None:
         return fallback
@@ -80,9 +81,10 @@ def book_prob(up_book: Any, fallback: float) -> float:
 def build_state(
     info: MarketInfo,
     now: float,
-    up_book: Any,
-    down_book: Any,
-    futures: Any,
+    up_book: PolymarketBook | None,
+    down_book: PolymarketBook | None,
+    futures: FuturesState,
+    *,
     index_price: float | None,
     price_to_beat: float | None,
     index_vol: float,
@@ -90,7 +92,9 @@ def build_state(
     prob: float,
     probs: deque[float],
 ) -> MarketState:
-    """The MarketState of one market at clock time `now`; `probs` already holds this tick's prob."""
+    """The MarketState of one market at clock time `now`: the market's books and its asset's futures state,
+    the Chainlink index, its price to beat (None while unknown) and realized volatility per sqrt(second),
+    the market's position, and its UP prob; `probs` already holds this tick's prob."""
     bids = up_book.bids if up_book is not None else []
     asks = up_book.asks if up_book is not None else []
     best_bid = bids[0][0] if bids else 0.0
@@ -141,7 +145,7 @@ def build_state(
     )
 
 
-def _down_mid(down_book: Any, up_prob: float) -> float:
+def _down_mid(down_book: PolymarketBook | None, up_prob: float) -> float:
     if down_book is not None and down_book.mid is not None:
         return down_book.mid
     return 1.0 - up_prob

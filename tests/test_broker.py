@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import pytest
 
-from engine.broker import PaperBroker, order_limit, taker_fee, within_limit
+from engine.broker import Moment, PaperBroker, order_limit, taker_fee, within_limit
 from engine.positions import DOWN, UP, Position, settle
 from strategies.base import Action
 from streamers.frames import MarketInfo
@@ -66,12 +66,12 @@ def test_buy_fee_follows_the_market_fee_exponent():
 def test_round_trip_books_cost_and_fees_in_usdc_on_both_sides():
     broker = PaperBroker()
     up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
-    opened = broker.execute(Action.BUY, INFO, None, up, None, 5.0, 1_000_010.0, 0.495, 0.0).position
+    opened = broker.execute(Action.BUY, INFO, None, 5.0, Moment(up, None, 1_000_010.0, 0.495, 0.0)).position
     # buy: $5.00 / 0.50 = 10 shares, all delivered; fee 10 x 0.07 x 0.50 x 0.50 = $0.175 on top
     assert (opened.shares, opened.cost, opened.entry_fee) == pytest.approx((10.0, 5.0, 0.175))
     broker.begin_tick()
     higher = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)], t=2.0)
-    result = broker.execute(Action.SELL, INFO, opened, higher, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    result = broker.execute(Action.SELL, INFO, opened, 5.0, Moment(higher, None, 1_000_100.0, 0.605, 0.0))
     record = result.record
     # sale: 10 x 0.60 = $6.00 proceeds; fee 10 x 0.07 x 0.60 x 0.40 = $0.168 out of them
     # pnl = 6.00 - 0.168 - 5.00 - 0.175 = $0.657
@@ -85,7 +85,7 @@ def test_round_trip_books_cost_and_fees_in_usdc_on_both_sides():
 def test_settlement_subtracts_the_buy_fee_paid_in_usdc():
     broker = PaperBroker()
     up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
-    held = broker.execute(Action.BUY, INFO, None, up, None, 5.0, 1_000_010.0, 0.495, 0.0).position
+    held = broker.execute(Action.BUY, INFO, None, 5.0, Moment(up, None, 1_000_010.0, 0.495, 0.0)).position
     won = settle(held, True, 1_000_900.0, 0.99, 0.0)
     # 10 shares pay $1 each: 10.00 - 5.00 cost - 0.175 buy fee = $4.825; settlement itself is free
     assert won.pnl == pytest.approx(4.825) and won.fee == pytest.approx(0.175)
@@ -117,7 +117,7 @@ def test_exit_below_minimum_size_is_skipped_and_the_position_held():
     broker = PaperBroker()
     up = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)])
     held = position(UP, 4.5, 2.25)
-    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    result = broker.execute(Action.SELL, INFO, held, 5.0, Moment(up, None, 1_000_100.0, 0.605, 0.0))
     assert result.position is held and result.record is None
     assert held.shares == pytest.approx(4.5)
     assert broker.skipped.exit_below_min_size == 1
@@ -168,11 +168,11 @@ def test_buy_when_flat_opens_up_and_sell_when_flat_buys_the_down_token():
     broker = PaperBroker()
     up = book("up1", bids=[(0.49, 100)], asks=[(0.50, 100)])
     down = book("down1", bids=[(0.49, 100)], asks=[(0.40, 100)])
-    long_up = broker.execute(Action.BUY, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
+    long_up = broker.execute(Action.BUY, INFO, None, 5.0, Moment(up, down, 1_000_010.0, 0.495, 0.0))
     assert long_up.opened and long_up.position.side == UP and long_up.position.token_id == "up1"
     assert long_up.position.cost == pytest.approx(5.0)
     assert long_up.position.shares == pytest.approx(10.0)  # $5 at 0.50, the fee paid on top in USDC
-    long_down = broker.execute(Action.SELL, INFO, None, up, down, 5.0, 1_000_010.0, 0.495, 0.0)
+    long_down = broker.execute(Action.SELL, INFO, None, 5.0, Moment(up, down, 1_000_010.0, 0.495, 0.0))
     assert long_down.position.side == DOWN and long_down.position.token_id == "down1"
     assert long_down.position.entry_price == pytest.approx(0.40)
     assert long_down.position.time_remaining_at_entry == pytest.approx(890.0)
@@ -185,7 +185,7 @@ def test_no_pyramiding_and_hold_does_nothing():
     held_up = position(UP, 10.0, 5.0)
     held_down = position(DOWN, 10.0, 5.0, token="down1")
     for action, held in ((Action.BUY, held_up), (Action.SELL, held_down), (Action.HOLD, held_up)):
-        result = broker.execute(action, INFO, held, up, down, 5.0, 1_000_100.0, 0.5, 0.0)
+        result = broker.execute(action, INFO, held, 5.0, Moment(up, down, 1_000_100.0, 0.5, 0.0))
         assert result.position is held and result.record is None and not result.opened
         assert held.shares == 10.0
     # nothing was consumed: a buy still gets the best level in full
@@ -196,7 +196,7 @@ def test_sell_closes_a_long_up_and_realizes_proceeds_minus_cost_minus_fee():
     broker = PaperBroker()
     up = book("up1", bids=[(0.60, 100)], asks=[(0.61, 100)])
     held = position(UP, 10.0, 5.0)
-    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.001)
+    result = broker.execute(Action.SELL, INFO, held, 5.0, Moment(up, None, 1_000_100.0, 0.605, 0.001))
     assert result.position is None
     record = result.record
     fee = taker_fee(10, 0.60, 0.07)
@@ -209,7 +209,7 @@ def test_buy_closes_a_long_down_into_the_down_bids():
     broker = PaperBroker()
     down = book("down1", bids=[(0.30, 100)], asks=[(0.31, 100)])
     held = position(DOWN, 12.0, 4.8, token="down1")
-    result = broker.execute(Action.BUY, INFO, held, None, down, 5.0, 1_000_100.0, 0.7, 0.0)
+    result = broker.execute(Action.BUY, INFO, held, 5.0, Moment(None, down, 1_000_100.0, 0.7, 0.0))
     assert result.position is None
     assert result.record.pnl == pytest.approx(12 * 0.30 - 4.8 - taker_fee(12, 0.30, 0.07))
     assert result.record.action == "SELL"
@@ -219,7 +219,7 @@ def test_a_sale_into_thin_bids_fills_partially_and_keeps_the_rest_open():
     broker = PaperBroker()
     up = book("up1", bids=[(0.60, 4)], asks=[(0.61, 100)])
     held = position(UP, 10.0, 5.0)
-    result = broker.execute(Action.SELL, INFO, held, up, None, 5.0, 1_000_100.0, 0.605, 0.0)
+    result = broker.execute(Action.SELL, INFO, held, 5.0, Moment(up, None, 1_000_100.0, 0.605, 0.0))
     assert result.position is held
     assert held.shares == pytest.approx(6.0) and held.cost == pytest.approx(3.0)
     assert result.record.shares == pytest.approx(4.0)

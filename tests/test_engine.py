@@ -395,7 +395,8 @@ def test_state_builder_fills_book_position_and_index_context():
     held = Position(market_id="0xa", asset="BTC", side="DOWN", token_id=a["token_down"], shares=10.0,
                     cost=4.0, entry_fee=0.0, entry_price=0.4, entry_time=T0, time_remaining_at_entry=10.0,
                     prob_at_entry=0.5)
-    s = build_state(info, T0 + 4.0, up, down, md.futures("BTC"), 101.0, 100.0, 2e-4, held, 0.495, probs)
+    s = build_state(info, T0 + 4.0, up, down, md.futures("BTC"), index_price=101.0, price_to_beat=100.0,
+                    index_vol=2e-4, position=held, prob=0.495, probs=probs)
     assert (s.prob, s.best_bid, s.best_ask, s.down_bid, s.down_ask) == (0.495, 0.49, 0.50, 0.49, 0.50)
     assert s.spread == pytest.approx(0.01) and s.order_book_imbalance_l1 == 0.0
     assert s.vol_5m == pytest.approx(math.sqrt(2 / 3) * 0.1)  # population std of 0.4, 0.5, 0.6

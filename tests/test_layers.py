@@ -9,7 +9,7 @@ from pathlib import Path
 from tests.conftest import ROOT
 
 _BELOW_ENGINE = {"core", "streamers", "persistence", "strategies"}
-_ALL_BUT_TESTS = _BELOW_ENGINE | {"sim", "engine", "venues", "benchmarks", "run"}
+_ALL_BUT_TESTS = _BELOW_ENGINE | {"sim", "engine", "venues", "benchmarks", "run", "run_args"}
 # package (or top-level module) -> the project packages it may import besides itself
 MAY_IMPORT: dict[str, set[str]] = {
     "core": set(),
@@ -21,6 +21,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "venues": _BELOW_ENGINE | {"sim", "engine"},
     "benchmarks": _ALL_BUT_TESTS,
     "run": _ALL_BUT_TESTS,
+    "run_args": _ALL_BUT_TESTS - {"run"},  # run.py's flags and their checks
 }
 PROJECT = set(MAY_IMPORT) | {"tests"}
 

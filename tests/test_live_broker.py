@@ -24,6 +24,7 @@ from py_clob_client_v2.order_utils.model.order_data_v2 import order_to_json_v2
 from py_clob_client_v2.signer import Signer
 
 from core.fees import taker_fee
+from engine.broker import Moment
 from engine.positions import EXIT_SHUTDOWN, UP
 from engine.report import format_summary
 from strategies.base import Action
@@ -136,11 +137,13 @@ def show(clob: FakeClob, token: str, bids=(), asks=(), tick: float = 0.01) -> Bo
 
 
 def buy_up(broker: LiveBroker, book: Book, dollars: float = 10.0, info: MarketInfo | None = None):
-    return broker.execute(Action.BUY, info or market_info(), None, book, None, dollars, 1_800_000_100.0, 0.5, 0.0)
+    at = Moment(book, None, 1_800_000_100.0, 0.5, 0.0)
+    return broker.execute(Action.BUY, info or market_info(), None, dollars, at)
 
 
 def sell_up(broker: LiveBroker, pos, book: Book, info: MarketInfo | None = None):
-    return broker.execute(Action.SELL, info or market_info(), pos, book, None, 10.0, 1_800_000_200.0, 0.5, 0.0)
+    at = Moment(book, None, 1_800_000_200.0, 0.5, 0.0)
+    return broker.execute(Action.SELL, info or market_info(), pos, 10.0, at)
 
 
 def order_posts(clob: FakeClob) -> int:
@@ -440,7 +443,7 @@ def test_a_buy_that_fails_at_settlement_is_taken_out_of_its_position_and_the_cap
 
     clob.settle_trades()  # the chain transaction reverts: the venue reverses the trade
     clock.t += 2.0
-    broker.execute(Action.HOLD, market_info(), pos, None, None, 10.0, 1_800_000_150.0, 0.5, 0.0)
+    broker.execute(Action.HOLD, market_info(), pos, 10.0, Moment(None, None, 1_800_000_150.0, 0.5, 0.0))
 
     assert clob.trade_statuses() == ["FAILED"]
     assert clob.shares(funder, UP_TOKEN) == 0.0 and clob.usdc(funder) == pytest.approx(1000.0)
@@ -629,8 +632,8 @@ def test_a_shutdown_sale_backs_off_through_an_engine_restart(clob, make_broker):
     held = pos.shares
     clob.fail_next("/order", *ENGINE_RESTART, times=7)  # ~25 s of 425 answers
 
-    record = broker.close_at_book(market_info(), pos, show(clob, UP_TOKEN, bids=[(0.45, 100)]), None,
-                                  1_800_000_300.0, 0.45, 0.0, EXIT_SHUTDOWN)
+    at = Moment(show(clob, UP_TOKEN, bids=[(0.45, 100)]), None, 1_800_000_300.0, 0.45, 0.0)
+    record = broker.close_at_book(market_info(), pos, at, EXIT_SHUTDOWN)
 
     assert broker.sleeps == [0.5, 1.0, 2.0, 4.0, 8.0, 10.0, 10.0]
     assert record.shares == pytest.approx(held) and record.exit_price == pytest.approx(0.45 * int(held * 100) / 100 / held)
@@ -643,8 +646,8 @@ def test_shares_a_shutdown_cannot_sell_within_the_limit_are_reported_as_still_he
     held, cost = pos.shares, pos.cost + pos.entry_fee
     clob.fail_next("/order", *ENGINE_RESTART, times=100)
 
-    record = broker.close_at_book(market_info(), pos, show(clob, UP_TOKEN, bids=[(0.45, 100)]), None,
-                                  1_800_000_300.0, 0.45, 0.0, EXIT_SHUTDOWN)
+    at = Moment(show(clob, UP_TOKEN, bids=[(0.45, 100)]), None, 1_800_000_300.0, 0.45, 0.0)
+    record = broker.close_at_book(market_info(), pos, at, EXIT_SHUTDOWN)
 
     assert sum(broker.sleeps) == pytest.approx(30.0)
     assert record.exit_price == 0.0 and record.pnl == pytest.approx(-cost)
@@ -659,8 +662,8 @@ def test_close_at_book_retries_a_sale_refused_until_the_shares_are_credited(clob
     pos = buy_up(broker, show(clob, UP_TOKEN, asks=[(0.50, 100)])).position
     held = pos.shares
 
-    record = broker.close_at_book(market_info(), pos, show(clob, UP_TOKEN, bids=[(0.45, 100)]), None,
-                                  1_800_000_300.0, 0.45, 0.0, EXIT_SHUTDOWN)
+    at = Moment(show(clob, UP_TOKEN, bids=[(0.45, 100)]), None, 1_800_000_300.0, 0.45, 0.0)
+    record = broker.close_at_book(market_info(), pos, at, EXIT_SHUTDOWN)
 
     assert broker.sleeps == [0.5]
     assert record.shares == pytest.approx(held) and record.exit_reason == EXIT_SHUTDOWN

@@ -56,9 +56,9 @@ class PPOConfig:
     critic_hidden_size: int = 96
     """Hidden width of the critic."""
     update_backend: str = "numpy"
-    """Who runs the PPO update: "numpy" (the default: analytic gradients, an order of magnitude faster on a
-    Linux CPU, timings in TRAINING_JOURNAL.md) or "mlx" (the compiled autograd step of `ppo_loss`, the
-    reference the numpy one is tested against). Same loss, clipping and Adam."""
+    """Who runs the PPO update: "numpy" (the default: analytic gradients, about 20x faster on a Linux CPU,
+    13.9 ms per update against 218-333 ms, TRAINING_JOURNAL.md) or "mlx" (the compiled autograd step of
+    `ppo_loss`, the reference the numpy one is tested against). Same loss, clipping and Adam."""
 
 
 def config_for_features(feature_set: str, base: PPOConfig | None = None) -> PPOConfig:

@@ -1,7 +1,8 @@
 """Live broker: sends the engine's orders to Polymarket's CLOB V2 through py-clob-client-v2.
 
-Same interface as PaperBroker (`execute`, `close_at_book`, `begin_tick`, `skipped`); every method is
-synchronous and may block on HTTP, so the engine runs it in a worker thread (`asyncio.to_thread`).
+An `engine.broker.Broker`, like PaperBroker (`execute`, `close_at_book`, `begin_tick`, `close_all`,
+`skipped`); it is `blocking`: every method is synchronous and may wait on HTTP, so the engine runs it in a
+worker thread (`asyncio.to_thread`).
 This module is the engine's side; the work is done by `orders.OrderDesk` (build, sign, post),
 `reconcile.Reconciler` (fills not shown yet, settlement), `account.Account` (session, pUSD, approvals,
 the cap) and `venue.Venue` (the venue's answers and refusals, market rules).
