@@ -94,7 +94,10 @@ def _worker_source(args: argparse.Namespace, index: int, count: int) -> Any:
 
     faults = FaultSpec.parse(args.sim_faults) if args.sim_faults else None
     seed = (0 if args.seed is None else args.seed) + index * SEED_STRIDE
-    return SimSource(seed, assets=args.assets, faults=faults, profile=load_profile(args.sim_profile))
+    # the simulator's own generator process pays off only with a spare core per worker (the same frames either way)
+    background = (os.cpu_count() or 1) > 2 * count
+    return SimSource(seed, assets=args.assets, faults=faults, profile=load_profile(args.sim_profile),
+                     background=background)
 
 
 def _put(outbox: Any, item: tuple, parent: int) -> None:
@@ -108,14 +111,14 @@ def _put(outbox: Any, item: tuple, parent: int) -> None:
                 raise SystemExit(1) from None
 
 
-def worker_main(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any, start: tuple,
+def worker_main(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any,
                 outbox: Any, inbox: Any, latest: Any, stop: Any) -> None:
     """One rollout worker: its own Engine and stream; events, windows and its report go to `outbox`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the learner decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     parent = os.getppid()
     try:
-        asyncio.run(_worker(index, count, args, run_id, config, start, outbox, inbox, latest, stop, parent))
+        asyncio.run(_worker(index, count, args, run_id, config, outbox, inbox, latest, stop, parent))
     except BaseException as exc:  # one sentence for the learner; it saves and stops
         if os.environ.get("UPDOWN_DEBUG"):
             traceback.print_exc()
@@ -124,7 +127,7 @@ def worker_main(index: int, count: int, args: argparse.Namespace, run_id: str, c
         raise SystemExit(1) from None
 
 
-async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any, start: tuple,
+async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any,
                   outbox: Any, inbox: Any, latest: Any, stop: Any, parent: int) -> None:
     from core.clock import VirtualClock
     from engine.dashboard import window_line
@@ -133,6 +136,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
     from streamers.market_data import MarketData
 
     agent_seed = None if args.seed is None else args.seed + index * SEED_STRIDE
+    start = inbox.get(timeout=WORKER_EXIT_SECONDS)  # the learner's weights when the run began
     agent = RolloutAgent(config, agent_seed, *start, send=lambda ev: _put(outbox, ("events", index, ev), parent),
                          inbox=inbox, latest=latest)
     agent.train()
@@ -225,10 +229,9 @@ class _Run:
         self.inboxes = [ctx.Queue() for _ in range(self.count)]
         self.latest = ctx.Value("q", learner.version, lock=False)
         self.stop = ctx.Event()
-        start = learner.broadcast()
         self.processes = [
             ctx.Process(target=worker_main, name=f"updown-worker-{i}", daemon=True, args=(
-                i, self.count, args, run_id, learner.agent.config, start, self.outbox, self.inboxes[i],
+                i, self.count, args, run_id, learner.agent.config, self.outbox, self.inboxes[i],
                 self.latest, self.stop))
             for i in range(self.count)
         ]
@@ -243,6 +246,9 @@ class _Run:
         return pnl, trades, wins / trades if trades else 0.0
 
     def start(self) -> None:
+        """Launch the workers; their first weights go through their queues (a large argument would make
+        each start wait for its child to boot)."""
+        self.broadcast()
         for p in self.processes:
             p.start()
 
