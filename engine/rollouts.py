@@ -19,18 +19,17 @@ import contextlib
 import json
 import multiprocessing as mp
 import os
-import queue
 import signal
 import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
+from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
 
 SEED_STRIDE = 100_000  # worker i's simulator seed is --seed + i * this: clear of the benchmark's held-out 1001...
-MAILBOX = 8  # event batches in flight per learner; a worker this far ahead waits (bounds the policy lag)
 STOP_POLL_SECONDS = 0.05  # how often a worker looks at the stop flag
 WORKER_EXIT_SECONDS = 120.0  # how long the learner waits for stopped workers to hand in their last events
 
@@ -100,15 +99,13 @@ def _worker_source(args: argparse.Namespace, index: int, count: int) -> Any:
                      background=background)
 
 
-def _put(outbox: Any, item: tuple, parent: int) -> None:
-    """Put on the learner's bounded queue, waiting while it is full, unless the learner is gone."""
-    while True:
-        try:
-            outbox.put(item, timeout=1.0)
-            return
-        except queue.Full:
-            if os.getppid() != parent:
-                raise SystemExit(1) from None
+def _put(outbox: Any, item: tuple) -> None:
+    """Send to the learner on this worker's own pipe: a worker running ahead waits while the pipe is full
+    (that bounds the policy lag); a learner that is gone ends the worker."""
+    try:
+        outbox.send(item)
+    except (BrokenPipeError, ConnectionResetError):
+        raise SystemExit(1) from None
 
 
 def worker_main(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any,
@@ -116,19 +113,18 @@ def worker_main(index: int, count: int, args: argparse.Namespace, run_id: str, c
     """One rollout worker: its own Engine and stream; events, windows and its report go to `outbox`."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C reaches the whole group: the learner decides
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    parent = os.getppid()
     try:
-        asyncio.run(_worker(index, count, args, run_id, config, outbox, inbox, latest, stop, parent))
+        asyncio.run(_worker(index, count, args, run_id, config, outbox, inbox, latest, stop))
     except BaseException as exc:  # one sentence for the learner; it saves and stops
         if os.environ.get("UPDOWN_DEBUG"):
             traceback.print_exc()
         with contextlib.suppress(BaseException):
-            _put(outbox, ("error", index, f"{type(exc).__name__}: {exc}"), parent)
+            _put(outbox, ("error", index, f"{type(exc).__name__}: {exc}"))
         raise SystemExit(1) from None
 
 
 async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str, config: Any,
-                  outbox: Any, inbox: Any, latest: Any, stop: Any, parent: int) -> None:
+                  outbox: Any, inbox: Any, latest: Any, stop: Any) -> None:
     from core.clock import VirtualClock
     from engine.dashboard import window_line
     from engine.engine import Engine, EngineConfig
@@ -137,7 +133,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
 
     agent_seed = None if args.seed is None else args.seed + index * SEED_STRIDE
     start = inbox.get(timeout=WORKER_EXIT_SECONDS)  # the learner's weights when the run began
-    agent = RolloutAgent(config, agent_seed, *start, send=lambda ev: _put(outbox, ("events", index, ev), parent),
+    agent = RolloutAgent(config, agent_seed, *start, send=lambda ev: _put(outbox, ("events", index, ev)),
                          inbox=inbox, latest=latest)
     agent.train()
     source = _worker_source(args, index, count)
@@ -148,12 +144,12 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
         duration=args.duration, assets=args.assets, train=True, log_dir=args.log_dir, run_id=f"{run_id}_w{index}",
         seed=agent_seed, source_name=args.source, strategy_name="rl",
         on_window=lambda snap: _put(outbox, ("window", index, (
-            window_line(snap), snap["pnl"], snap["trades"], round(snap["win_rate"] * snap["trades"]))), parent),
+            window_line(snap), snap["pnl"], snap["trades"], round(snap["win_rate"] * snap["trades"])))),
     )
     engine = Engine(agent, source, VirtualClock(), MarketData(assets=args.assets), cfg)
 
     async def watch() -> None:
-        while not stop.is_set():
+        while not stop.value:
             await asyncio.sleep(STOP_POLL_SECONDS)
         engine.stop()
 
@@ -166,7 +162,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
     agent.flush()  # the shutdown's last rewards
     report["worker"] = index
     report["stream"] = _stream_name(args, index, count)
-    _put(outbox, ("done", index, report), parent)
+    _put(outbox, ("done", index, report))
 
 
 def _stream_name(args: argparse.Namespace, index: int, count: int) -> str:
@@ -225,13 +221,16 @@ class _Run:
         self.learner = learner
         self.count = args.workers
         ctx = mp.get_context("spawn")
-        self.outbox = ctx.Queue(maxsize=MAILBOX * self.count)
+        # one pipe per worker, no lock shared between workers: one killed mid-message harms only its own pipe
+        pipes = [ctx.Pipe(duplex=False) for _ in range(self.count)]
+        self.readers = [reader for reader, _ in pipes]
+        self._writers = [writer for _, writer in pipes]
         self.inboxes = [ctx.Queue() for _ in range(self.count)]
-        self.latest = ctx.Value("q", learner.version, lock=False)
-        self.stop = ctx.Event()
+        self.latest = ctx.RawValue("q", learner.version)
+        self.stop = ctx.RawValue("b", 0)  # lock-free: a worker killed while reading it holds nothing
         self.processes = [
             ctx.Process(target=worker_main, name=f"updown-worker-{i}", daemon=True, args=(
-                i, self.count, args, run_id, learner.agent.config, self.outbox, self.inboxes[i],
+                i, self.count, args, run_id, learner.agent.config, self._writers[i], self.inboxes[i],
                 self.latest, self.stop))
             for i in range(self.count)
         ]
@@ -251,6 +250,8 @@ class _Run:
         self.broadcast()
         for p in self.processes:
             p.start()
+        for writer in self._writers:
+            writer.close()  # the worker holds the only write end, so its death reads as the end of its pipe
 
     def broadcast(self) -> None:
         version, weights = self.learner.broadcast()
@@ -261,51 +262,70 @@ class _Run:
     def serve(self, stopping: Callable[[], bool], on_update: Callable[[list[dict]], None]) -> None:
         """Apply events until every worker has reported; raise WorkerDied when one stops without a report."""
         stop_asked_at: float | None = None
+        exits = {p.sentinel: i for i, p in enumerate(self.processes)}
         while len(self.reports) < self.count:
             if stopping() and stop_asked_at is None:
-                self.stop.set()
+                self.stop.value = 1
                 stop_asked_at = time.monotonic()
-            try:
-                kind, index, payload = self.outbox.get(timeout=0.2)
-            except queue.Empty:
-                self._check_alive(stop_asked_at)
-                continue
-            if kind == "events":
-                if self.learner.apply(index, payload):
-                    self.broadcast()
-                    on_update(self.learner.agent.pop_updates())
-            elif kind == "window":
-                line, *progress = payload
-                self.progress[index] = tuple(progress)
-                print(f"[w{index}] {line}", flush=True)
-            elif kind == "done":
-                self.reports[index] = payload
-            else:
-                raise WorkerDied(f"rollout worker {index} failed: {payload}")
+            if stop_asked_at is not None and time.monotonic() - stop_asked_at > WORKER_EXIT_SECONDS:
+                raise WorkerDied(f"rollout workers did not stop within {WORKER_EXIT_SECONDS:.0f} s of being asked")
+            pending = [r for i, r in enumerate(self.readers) if i not in self.reports]
+            sentinels = [s for s, i in exits.items() if i not in self.reports]
+            for ready in wait(pending + sentinels, timeout=0.2):
+                if ready in exits:
+                    self._ended(exits[ready], on_update)
+                else:
+                    worker = self.readers.index(ready)
+                    try:
+                        self._receive(worker, on_update)
+                    except (EOFError, OSError):  # its pipe closed: the worker is gone
+                        self._ended(worker, on_update)
 
-    def _check_alive(self, stop_asked_at: float | None) -> None:
-        for i, p in enumerate(self.processes):
-            if i not in self.reports and p.exitcode is not None:
-                raise WorkerDied(f"rollout worker {i} stopped unexpectedly (exit code {p.exitcode})")
-        if stop_asked_at is not None and time.monotonic() - stop_asked_at > WORKER_EXIT_SECONDS:
-            raise WorkerDied(f"rollout workers did not stop within {WORKER_EXIT_SECONDS:.0f} s of being asked")
+    def _receive(self, worker: int, on_update: Callable[[list[dict]], None]) -> None:
+        kind, index, payload = self.readers[worker].recv()
+        if kind == "events":
+            if self.learner.apply(index, payload):
+                self.broadcast()
+                on_update(self.learner.agent.pop_updates())
+        elif kind == "window":
+            line, *progress = payload
+            self.progress[index] = tuple(progress)
+            print(f"[w{index}] {line}", flush=True)
+        elif kind == "done":
+            self.reports[index] = payload
+        else:
+            raise WorkerDied(f"rollout worker {index} failed: {payload}")
+
+    def _ended(self, worker: int, on_update: Callable[[list[dict]], None]) -> None:
+        """A worker's process ended or its pipe closed: what it sent before still counts; no report is a death."""
+        reader = self.readers[worker]
+        with contextlib.suppress(EOFError, OSError):
+            while worker not in self.reports and reader.poll():
+                self._receive(worker, on_update)
+        if worker not in self.reports:
+            self.processes[worker].join(1.0)
+            code = self.processes[worker].exitcode
+            raise WorkerDied(f"rollout worker {worker} stopped unexpectedly (exit code {code})")
 
     def close(self) -> None:
         """Stop every worker: ask, then wait, then terminate one that does not go."""
-        self.stop.set()
+        self.stop.value = 1
         deadline = time.monotonic() + 10.0
-        for p in self.processes:
+        for i, p in enumerate(self.processes):
             if p.pid is None:
                 continue
             while p.exitcode is None and time.monotonic() < deadline:
-                with contextlib.suppress(queue.Empty):
-                    self.outbox.get(timeout=0.1)  # a worker blocked on a full queue must be able to finish
+                with contextlib.suppress(EOFError, OSError):  # a worker waiting on a full pipe must be able to finish
+                    if self.readers[i].poll(0.1):
+                        self.readers[i].recv()
             if p.exitcode is None:
                 p.terminate()
             p.join(5.0)
-        for q in (self.outbox, *self.inboxes):
-            q.cancel_join_thread()  # unread broadcasts must not hold the exit
-            q.close()
+        for reader in self.readers:
+            reader.close()
+        for inbox in self.inboxes:
+            inbox.cancel_join_thread()  # unread broadcasts must not hold the exit
+            inbox.close()
 
 
 def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], bool], data_source: dict) -> int:
@@ -373,7 +393,10 @@ def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], 
     report["model_saved"] = opts.save_name if saved else None
     report["model_loaded"] = args.load
     report["data_source"] = {**data_source, "workers": args.workers, "seed_stride": SEED_STRIDE}
-    report["decision_versions"] = {f"w{w}": dict(sorted(c.items())) for w, c in learner.decision_versions.items()}
+    # per worker, in the order the versions were first used: decisions made with each weights version
+    report["decision_versions"] = {f"w{w}": {str(v): n for v, n in c.items()}
+                                   for w, c in sorted(learner.decision_versions.items())}
+    report["transitions"] = {f"w{w}": n for w, n in sorted(learner.transitions.items())}
     code = 0
     print(format_summary(report))
     print(format_workers(report))
