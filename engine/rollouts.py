@@ -167,7 +167,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
 
 def _stream_name(args: argparse.Namespace, index: int, count: int) -> str:
     if args.source == "replay":
-        return f"every {count}th window from #{index}" if count > 1 else "every window"
+        return f"1 in {count} windows from #{index}"
     return f"seed {(0 if args.seed is None else args.seed) + index * SEED_STRIDE}"
 
 

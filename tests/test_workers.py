@@ -176,3 +176,22 @@ def test_the_learner_keeps_the_same_market_of_two_workers_apart() -> None:
                 alone.end("m", event[2])
         expected.append(alone.take(0.95, 0.95, scale).advantages)
     np.testing.assert_allclose(together.advantages, np.concatenate(expected), rtol=1e-6)
+
+
+def test_replay_workers_split_the_recorded_windows_between_them(tmp_path: Path) -> None:
+    from streamers.library import Library
+
+    recorded = run_cli([sys.executable, str(ROOT / "run.py"), "--strategy", "random", "--source", "sim", "--speed",
+                        "max", "--seed", "5", "--markets", "3", "--assets", "BTC", "--no-tui", "--log-dir",
+                        str(tmp_path / "logs"), "--record", "rec.jsonl.gz"], tmp_path)
+    assert recorded.returncode == 0, recorded.stderr
+    windows = Library.open(str(tmp_path / "rec.jsonl.gz")).windows_complete
+    assert windows >= 2
+    proc = run_cli(cli("--source", "replay", "--replay", "rec.jsonl.gz", "--workers", "2", "--log-dir",
+                       str(tmp_path / "logs"), "--save", "M", "--report", "R.json"), tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "R.json").read_text())
+    played = [w["windows"] for w in report["workers"]]
+    assert sum(played) == report["windows"] == windows and min(played) >= 1
+    assert played[0] - played[1] in (0, 1)  # windows dealt in turn: worker 0 takes the odd one
+    assert [w["stream"] for w in report["workers"]] == ["1 in 2 windows from #0", "1 in 2 windows from #1"]
