@@ -17,8 +17,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "persistence": {"core"},
     "sim": {"core", "streamers"},
     "strategies": {"core", "streamers", "persistence"},
-    "engine": _BELOW_ENGINE,
-    "venues": _BELOW_ENGINE | {"engine"},
+    "engine": _BELOW_ENGINE | {"sim"},  # the gym env and the rollout workers build simulator sources
+    "venues": _BELOW_ENGINE | {"sim", "engine"},
     "benchmarks": _ALL_BUT_TESTS,
     "run": _ALL_BUT_TESTS,
 }
