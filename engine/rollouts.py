@@ -392,6 +392,7 @@ def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], 
     report["logs"]["learner"] = logs.paths["updates"]
     report["model_saved"] = opts.save_name if saved else None
     report["model_loaded"] = args.load
+    report["seed"] = args.seed
     report["data_source"] = {**data_source, "workers": args.workers, "seed_stride": SEED_STRIDE}
     # per worker, in the order the versions were first used: decisions made with each weights version
     report["decision_versions"] = {f"w{w}": {str(v): n for v, n in c.items()}
@@ -409,6 +410,9 @@ def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], 
     print(format_outputs({**report, "logs": {}}, args.report if code == 0 else None))
     paths = [report["logs"]["learner"]] + [p for w in report["workers"] for p in _worker_logs(report, w["worker"])]
     print("\n".join(f"{'logs' if i == 0 else '':<14}{p}" for i, p in enumerate(paths)))
+    if report["output_error"]:
+        print(f"updown: stopped: {report['output_error']}", file=sys.stderr)
+        code = 1
     if not saved:
         print(f"updown: the model could not be saved to {opts.save_name}; the previous checkpoint is unchanged",
               file=sys.stderr)
