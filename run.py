@@ -321,6 +321,10 @@ async def run(opts: Options) -> int:
 def main(argv: list[str] | None = None) -> int:
     try:
         opts = validate(build_parser().parse_args(argv))
+        if opts.args.workers > 1:
+            from engine.rollouts import train_in_workers
+
+            return train_in_workers(opts, build_strategy(opts), save_model, source_header(opts))
         return asyncio.run(run(opts))
     except BadInput as exc:
         print(f"updown: {exc}", file=sys.stderr)

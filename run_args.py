@@ -128,6 +128,9 @@ def build_parser() -> CliParser:
                    help="simulator market model: realistic (default; calibrated to real recordings), lagged (a "
                         "what-if whose maker trails the index by 1-8 s, not real) or a JSON profile from sim.fit")
     p.add_argument("--no-tui", action="store_true", help="plain console output instead of the live dashboard")
+    p.add_argument("--workers", type=positive_int, default=1, metavar="N",
+                   help="with --train on sim or replay: N market streams in worker processes feed one learner "
+                        "(default 1: one process; see README, Parallel rollouts)")
     live = p.add_argument_group("live orders (real money; credentials from POLYMARKET_* variables, see README)")
     live.add_argument("--live", action="store_true",
                       help="send real orders to Polymarket's CLOB V2 instead of paper fills (needs --source live)")
@@ -223,6 +226,11 @@ def validate(args: argparse.Namespace) -> Options:
             profile = load_profile(args.sim_profile)
         except ProfileError as exc:
             raise BadInput(str(exc)) from None
+    if args.workers > 1:
+        from engine.rollouts import refusal
+
+        if problem := refusal(args):
+            raise BadInput(problem)
     if args.checkpoint_every and not args.train:
         raise BadInput("--checkpoint-every needs --train (inference never writes the model)")
     for flag, given in (("--save", args.save is not None), ("--overwrite", args.overwrite)):
