@@ -68,14 +68,15 @@ async def _run_engine(strategy: Strategy, cfg: EngineConfig, source: object) -> 
 def run_once(
     strategy: Strategy, name: str, seed: int, windows: int, assets: tuple[str, ...], fill: str, train: bool,
     log_dir: Path, run_id: str, profile: SimProfile | None = None, latency_ms: float = 300.0,
-    tensorboard: TensorBoardLog | None = None,
+    tensorboard: TensorBoardLog | None = None, background: bool = True,
 ) -> tuple[dict, list[float]]:
-    """One sim run at max speed; returns the engine report and the PnL of each completed window."""
+    """One sim run at max speed; returns the engine report and the PnL of each completed window.
+    `background`: the simulator generates in a child process (the same frames either way)."""
     cfg = EngineConfig(
         size=100.0, fill=fill, max_windows=windows, assets=assets, train=train, log_dir=log_dir, run_id=run_id,
         seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms, tensorboard=tensorboard,
     )
-    source = virtual_source("sim", seed=seed, assets=assets, profile=profile)
+    source = virtual_source("sim", seed=seed, assets=assets, profile=profile, background=background)
     report = asyncio.run(_run_engine(strategy, cfg, source))
     return report, window_pnls(report["logs"]["episodes"])
 
@@ -152,6 +153,7 @@ class Bench:
     profile: SimProfile = field(default_factory=lambda: load_profile(None))
     latency_ms: float = 300.0
     tensorboard: str | None = None  # folder: one TensorBoard run (subfolder) per trained agent
+    background_sim: bool = True  # False: the simulator in this process (parallel trials, one core each)
     libraries: dict[str, Library] = field(default_factory=dict)  # scanned once per path
 
     def say(self, text: str) -> None:
@@ -174,7 +176,7 @@ class Bench:
             start = time.perf_counter()
             run_id = f"{tag}_train_s{seed}"
             report, _ = run_once(agent, "rl", seed, windows, self.assets, "book", True, self.out, run_id,
-                                 self.profile, self.latency_ms, board)
+                                 self.profile, self.latency_ms, board, self.background_sim)
             summary = update_summary(report["logs"]["updates"])
             row = {
                 "seed": seed, "windows": report["windows"], "trades": report["trades"], "pnl": report["pnl"],
@@ -305,7 +307,7 @@ class Bench:
         for seed in seeds:
             run_id = f"eval_{tag or name}_{fill}_s{seed}"
             report, per_window = run_once(make(seed), name, seed, windows, self.assets, fill, False, self.out, run_id,
-                                          self.profile, self.latency_ms)
+                                          self.profile, self.latency_ms, background=self.background_sim)
             outcome.add(report, per_window)
             extra = self._rl_flags(False, load=load) if name == "rl" else ""
             self.commands.append(command(name, seed, windows, self.assets, fill,

@@ -77,7 +77,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--samples", type=int, default=8, help="settings a search tries (default 8)")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's sampler")
     g.add_argument("--cpus-per-trial", type=float, default=1.0,
-                   help="CPUs Ray reserves per trial (default 1; a trial's simulator runs in a second process)")
+                   help="CPUs Ray reserves per trial (default 1: the trial's simulator then runs in its own process, "
+                        "not a second one; 2 or more gives it a process of its own)")
 
 
 def requested(args: argparse.Namespace) -> bool:
@@ -104,6 +105,7 @@ class SweepOptions:
     profile: dict
     latency_ms: float
     tensorboard: bool
+    background_sim: bool = True  # the simulator in a child process of its own: only with 2 or more CPUs a trial
 
 
 @dataclass(frozen=True)
@@ -193,6 +195,7 @@ def _bench(options: SweepOptions, folder: Path, config: PPOConfig) -> Bench:
         options.assets, folder, options.features, config, val_seeds=list(options.val_seeds),
         val_windows=options.val_windows, profile=SimProfile.from_dict(options.profile), latency_ms=options.latency_ms,
         tensorboard=str(folder / "tensorboard") if options.tensorboard else None,
+        background_sim=options.background_sim,
     )
 
 
@@ -402,6 +405,7 @@ def _run(args: argparse.Namespace, assets: tuple[str, ...], profile: SimProfile,
         eval_seeds=tuple(args.eval_seeds), eval_windows=args.eval_windows, val_seeds=tuple(args.val_seeds),
         val_windows=args.val_windows, fills=tuple(fills), profile=profile.to_dict(), latency_ms=args.latency_ms,
         tensorboard=bool(args.tensorboard),
+        background_sim=not (args.ray or args.ray_address) or args.cpus_per_trial >= 2,
     )
     for trial_settings in settings:  # a bad setting fails here, not in every worker
         config_for_features(args.features, PPOConfig(**trial_settings))
