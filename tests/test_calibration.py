@@ -7,8 +7,6 @@ import functools
 import json
 import math
 import random
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from statistics import NormalDist
@@ -27,8 +25,8 @@ from streamers.frames import (
 )
 from streamers.recording import Recorder
 from streamers.recording_stats import market_arrays, read_recording
+from tests.conftest import call_main, run_cli
 
-ROOT = Path(__file__).resolve().parent.parent
 T = 1_767_225_600  # a window start
 
 
@@ -328,17 +326,10 @@ def test_malformed_recording_is_one_sentence_and_exit_2(tmp_path: Path, capsys: 
 
 def test_tool_reads_a_simulator_recording_made_by_run_py_end_to_end(tmp_path: Path) -> None:
     rec = tmp_path / "sim.jsonl.gz"
-    run = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "--strategy", "random", "--source", "sim", "--seed", "3",
-         "--markets", "1", "--assets", "BTC", "--speed", "max", "--record", str(rec), "--no-tui",
-         "--log-dir", str(tmp_path / "logs")],
-        capture_output=True, text=True, timeout=120, cwd=tmp_path,
-    )  # fmt: skip
+    run = run_cli("--strategy", "random", "--source", "sim", "--seed", "3", "--markets", "1", "--assets", "BTC",
+                  "--speed", "max", "--record", str(rec), "--no-tui", "--log-dir", str(tmp_path / "logs"), cwd=tmp_path)
     assert run.returncode == 0, run.stderr
-    tool = subprocess.run(
-        [sys.executable, "-m", "benchmarks.calibration", "--recording", str(rec), "--json"],
-        capture_output=True, text=True, timeout=120, cwd=ROOT,
-    )  # fmt: skip
+    tool = call_main(calibration.main, "--recording", str(rec), "--json")
     assert tool.returncode == 0, tool.stderr
     out = json.loads(tool.stdout)["recording"]
     fig = out["figures"]

@@ -16,10 +16,10 @@ from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
 from strategies.base import Action
 from streamers.market_data import MarketData
+from tests.conftest import ROOT
 from tests.test_dashboard import UPDATES, flip_flop
 from tests.test_engine import T0, RecordingStrategy, ScriptedSource, always, market, scenario
 
-ROOT = Path(__file__).resolve().parents[1]
 RUN_CHARTS = ("equity", "pnl_by_asset", "trade_pnl", "learning")
 WITHOUT_MATPLOTLIB = "import sys; sys.modules['matplotlib'] = None; "  # any import of it raises ImportError
 
@@ -115,6 +115,7 @@ def test_learning_benchmark_folders_still_draw_training_and_held_out_charts(tmp_
 
 
 def run_module(code: str, *args: str) -> subprocess.CompletedProcess:
+    """A process of its own: `code` hides matplotlib from every import in it."""
     return subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 

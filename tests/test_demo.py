@@ -9,8 +9,7 @@ import subprocess
 from pathlib import Path
 
 import run
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
 
 
 def demo_lines() -> list[str]:

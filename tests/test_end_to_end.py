@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -16,22 +14,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import FIXTURES
+from tests.conftest import PHASE3, PHASE5, RUN_PY, copy_model, run_cli, run_cli_process
 
-ROOT = Path(__file__).resolve().parents[1]
 WALL_FIELDS = {"wall_seconds", "decisions_per_second", "logs", "recording"}  # and where the files went
 UPDATE_COLUMNS = [
     "timestamp", "update_num", "policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
     "explained_variance", "buffer_avg_reward", "buffer_win_rate", "cumulative_pnl", "cumulative_trades",
     "cumulative_win_rate",
 ]
-
-
-def run_cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 240) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), *args],
-        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
-    )
 
 
 def sim_args(tmp: Path, *extra: str, seed: str = "3", markets: str = "1", assets: str = "BTC,ETH") -> list[str]:
@@ -152,10 +142,8 @@ def test_resume_continues_reward_statistics_and_inference_never_writes(tmp_path:
 
 
 def test_published_phase5_model_trades_greedy_and_phase3_is_refused(tmp_path: Path) -> None:
-    for name in ("rl_model.safetensors", "rl_model_stats.npz"):
-        shutil.copy(FIXTURES / "reference_phase5" / name, tmp_path / name)
-    for name in ("rl_model_prob_pnl.safetensors", "rl_model_prob_pnl_stats.npz"):
-        shutil.copy(FIXTURES / "reference_phase3" / name, tmp_path / name)
+    copy_model(PHASE5, "rl_model", tmp_path)
+    copy_model(PHASE3, "rl_model_prob_pnl", tmp_path)
     proc = run_cli("--strategy", "rl", "--load", "rl_model", *sim_args(tmp_path), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     proc = run_cli("--strategy", "rl", "--load", "rl_model_prob_pnl", *sim_args(tmp_path), cwd=tmp_path)
@@ -176,8 +164,9 @@ def test_live_source_without_network_exits_2_naming_the_venue(tmp_path: Path) ->
         "UPDOWN_BINANCE_FUTURES_REST_URL": closed, "UPDOWN_BINANCE_SPOT_WS_URL": "ws://127.0.0.1:9",
     }
     start = time.monotonic()
-    proc = run_cli("--strategy", "momentum", "--source", "live", "--no-tui", "--log-dir", str(tmp_path),
-                   cwd=tmp_path, env=env, timeout=60)
+    # a process of its own: the URLs come from its environment, and the live clients' logging reaches its stderr
+    proc = run_cli_process("--strategy", "momentum", "--source", "live", "--no-tui", "--log-dir", str(tmp_path),
+                           cwd=tmp_path, env=env, timeout=60)
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
     lines = proc.stderr.strip().splitlines()
@@ -186,8 +175,9 @@ def test_live_source_without_network_exits_2_naming_the_venue(tmp_path: Path) ->
 
 
 def test_sigterm_during_a_speed_60_training_run_saves_and_exits_0(tmp_path: Path) -> None:
+    # a process of its own: SIGTERM is delivered to it as a service manager would
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--strategy", "rl", "--train", "--source", "sim", "--speed", "60",
+        [sys.executable, str(RUN_PY), "--strategy", "rl", "--train", "--source", "sim", "--speed", "60",
          "--seed", "4", "--assets", "BTC,ETH", "--no-tui", "--log-dir", str(tmp_path / "logs"), "--save", "M",
          "--report", "R.json"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

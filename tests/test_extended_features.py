@@ -12,9 +12,7 @@ from benchmarks.learning import Outcome, window_pnls
 from persistence import CheckpointError
 from strategies.base import EXTENDED_FEATURE_NAMES, FEATURE_NAMES, MarketState, features_matrix
 from strategies.rl_mlx import PPOConfig, RLStrategy, config_for_features
-from tests.conftest import FIXTURES
-
-PHASE5 = FIXTURES / "reference_phase5" / "rl_model"
+from tests.conftest import PHASE5
 
 
 def _state(**kw: float) -> MarketState:
@@ -78,7 +76,7 @@ def test_extended_checkpoint_refused_by_a_standard_agent(tmp_path: Path) -> None
 
 
 def test_published_phase5_checkpoint_loads_as_the_standard_set() -> None:
-    agent = RLStrategy.from_checkpoint(PHASE5)
+    agent = RLStrategy.from_checkpoint(PHASE5 / "rl_model")
     assert agent.config.feature_set == "standard" and agent.config.input_dim == 18
     assert agent.checkpoint_stats().feature_set == 1
 

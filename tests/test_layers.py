@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import ROOT
 
 _BELOW_ENGINE = {"core", "streamers", "persistence", "strategies"}
 _ALL_BUT_TESTS = _BELOW_ENGINE | {"sim", "engine", "venues", "benchmarks", "run"}
@@ -17,8 +17,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "persistence": {"core"},
     "sim": {"core", "streamers"},
     "strategies": {"core", "streamers", "persistence"},
-    "engine": _BELOW_ENGINE,
-    "venues": _BELOW_ENGINE | {"engine"},
+    "engine": _BELOW_ENGINE | {"sim"},  # the gym env and the rollout workers build simulator sources
+    "venues": _BELOW_ENGINE | {"sim", "engine"},
     "benchmarks": _ALL_BUT_TESTS,
     "run": _ALL_BUT_TESTS,
 }

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
@@ -24,13 +22,14 @@ from streamers.library import (
     Library,
     LibrarySource,
     MixSource,
+    info_main,
     resolve,
     scan_file,
 )
 from streamers.market_data import MarketData
 from streamers.recording import Recorder, RecordingError, RotatingRecorder, read_frames
+from tests.conftest import call_main
 
-ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ("BTC",)
 SEED = 3  # starts at 00:45, so two windows cross an hour
 HEADER = {"source": "sim", "assets": list(ASSETS), "seed": SEED}
@@ -290,8 +289,7 @@ def test_info_prints_each_file_and_the_total_and_json_for_scripts(run, tmp_path)
     write_plain(tmp_path / "a.jsonl", [f for f in frames if not frames[0].t + 300 <= f.t < frames[0].t + 340])
     with open(tmp_path / "a.jsonl", "ab") as fh:
         fh.write(b"garbage\n")
-    out = subprocess.run([sys.executable, "-m", "streamers.recording", "info", str(tmp_path), "--json"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = call_main(info_main, "info", str(tmp_path), "--json")
     assert out.returncode == 0, out.stderr
     info = json.loads(out.stdout)
     (file,) = info["files"]
@@ -299,11 +297,9 @@ def test_info_prints_each_file_and_the_total_and_json_for_scripts(run, tmp_path)
     assert file["bad_lines"] == 1 and [round(g["seconds"]) for g in file["gaps"]] == [40]
     assert (file["windows_complete"], file["windows_partial"]) == (1, 2) and file["assets"] == ["BTC"]
     assert info["total"]["windows_complete"] == 1 and sum(file["frames_by_feed"].values()) == file["frames"]
-    text = subprocess.run([sys.executable, "-m", "streamers.recording", "info", str(tmp_path / "a.jsonl")],
-                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    text = call_main(info_main, "info", str(tmp_path / "a.jsonl"))
     assert text.returncode == 0 and "1 complete, 2 partial" in text.stdout and "gaps     1 longer than" in text.stdout
-    bad = subprocess.run([sys.executable, "-m", "streamers.recording", "info", str(tmp_path / "nope")],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    bad = call_main(info_main, "info", str(tmp_path / "nope"))
     assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "does not exist" in bad.stderr
 
 

@@ -23,30 +23,16 @@ from engine.engine import Engine, EngineConfig
 from streamers.frames import Frame
 from streamers.market_data import MarketData
 from streamers.recording import read_frames
-from tests.conftest import as_ordinary_user
+from tests.conftest import RUN_PY, Ran, as_ordinary_user, one_sentence, run_cli, run_cli_process
 from tests.test_engine import T0, RecordingStrategy, ScriptedSource, market, scenario
 
-ROOT = Path(__file__).resolve().parents[1]
 DEV_FULL = Path("/dev/full")  # every write fails with ENOSPC: a full disk without filling one
 needs_dev_full = pytest.mark.skipif(not DEV_FULL.exists(), reason="needs /dev/full (Linux) to stand for a full disk")
-
-
-def run_cli(*args: str, cwd: Path, timeout: float = 240, **popen) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=timeout, **popen)
 
 
 def sim(tmp: Path, *extra: str, seed: str = "3") -> list[str]:
     return ["--source", "sim", "--speed", "max", "--seed", seed, "--markets", "1", "--assets", "BTC", "--no-tui",
             "--log-dir", str(tmp / "logs"), *extra]
-
-
-def one_sentence(proc: subprocess.CompletedProcess, code: int) -> str:
-    assert proc.returncode == code, proc.stderr
-    assert "Traceback" not in proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
 
 
 def digest(path: Path) -> str:
@@ -128,7 +114,8 @@ def test_unwritable_outputs_are_refused_before_the_first_frame(tmp_path: Path, f
     args += [flag, str(tmp_path / target)]
     try:
         start = time.monotonic()
-        proc = run_cli(*args, cwd=tmp_path, preexec_fn=as_ordinary_user())
+        # a process of its own: as root, only a child that dropped CAP_DAC_OVERRIDE meets the read-only bits
+        proc = run_cli_process(*args, cwd=tmp_path, preexec_fn=as_ordinary_user())
     finally:
         (tmp_path / "ro").chmod(0o755)
     line = one_sentence(proc, 2)
@@ -173,7 +160,8 @@ def test_two_runs_started_together_in_one_log_dir_keep_their_own_files(tmp_path:
         d.mkdir()
         args = ["--strategy", "fair_value", "--source", "sim", "--speed", "max", "--seed", str(5 + i), "--markets",
                 "1", "--assets", "BTC", "--no-tui", "--log-dir", str(tmp_path / "logs"), "--report", "R.json"]
-        procs.append(subprocess.Popen([sys.executable, str(ROOT / "run.py"), *args], cwd=d, text=True,
+        # processes of their own: two runs at the same moment, each with its process id in its run id
+        procs.append(subprocess.Popen([sys.executable, str(RUN_PY), *args], cwd=d, text=True,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE))
     outputs = [p.communicate(timeout=240) for p in procs]
     reports = []
@@ -262,7 +250,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder / "rec.jsonl.gz"
 
 
-def replay(tmp: Path, path: Path) -> subprocess.CompletedProcess:
+def replay(tmp: Path, path: Path) -> Ran:
     return run_cli("--strategy", "fair_value", "--source", "replay", "--replay", str(path), "--assets", "BTC",
                    "--no-tui", "--log-dir", str(tmp / "logs"), "--report", "R.json", cwd=tmp)
 
@@ -305,8 +293,9 @@ def test_replay_of_a_cut_short_gz_ends_with_a_warning_naming_the_last_good_line(
 def test_a_second_ctrl_c_lets_the_save_finish_and_exits_0(tmp_path: Path) -> None:
     from strategies.rl_mlx import RLStrategy
 
+    # a process of its own: Ctrl+C is SIGINT delivered to it, again and again
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "run.py"), "--strategy", "rl", "--train", "--source", "sim", "--speed", "max",
+        [sys.executable, str(RUN_PY), "--strategy", "rl", "--train", "--source", "sim", "--speed", "max",
          "--seed", "4", "--markets", "50", "--assets", "BTC,ETH", "--no-tui", "--log-dir", str(tmp_path / "logs"),
          "--save", "M"],
         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import ctypes
-import os
 import resource
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -21,19 +18,12 @@ from persistence import CheckpointError, load_checkpoint, save_checkpoint
 from persistence.safetensors_file import encode_safetensors, read_safetensors
 from strategies.base import MarketState
 from strategies.rl_mlx import PPOConfig, RLStrategy
-from tests.conftest import FIXTURES
+from tests.conftest import PHASE3, PHASE5, as_ordinary_user, copy_model
 
 WRITER = Path(__file__).resolve().parent / "checkpoint_writer.py"
 PROBE = np.random.default_rng(0)
 PROBE_FEATURES = PROBE.uniform(-1, 1, (8, 18)).astype(np.float32)
 PROBE_HISTORY = PROBE.uniform(-1, 1, (8, 5, 18)).astype(np.float32)
-
-
-def _copy_fixture(folder: str, name: str, to: Path) -> Path:
-    for suffix in (".safetensors", "_stats.npz"):
-        shutil.copy(FIXTURES / folder / f"{name}{suffix}", to / f"rl_model{suffix}")
-        os.chmod(to / f"rl_model{suffix}", 0o644)
-    return to / "rl_model"
 
 
 def _trained_agent(seed: int) -> RLStrategy:
@@ -78,7 +68,7 @@ def test_round_trip_restores_identical_outputs_and_reward_statistics(tmp_path: P
 def test_saved_files_follow_the_published_format(tmp_path: Path) -> None:
     agent = _trained_agent(seed=2)
     agent.save(tmp_path / "rl_model")
-    published = mx.load(str(FIXTURES / "reference_phase5" / "rl_model.safetensors"))
+    published = mx.load(str(PHASE5 / "rl_model.safetensors"))
     ours = mx.load(str(tmp_path / "rl_model.safetensors"))  # MLX reads our writer's files
     assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in published.items()}
     assert all(v.dtype == mx.float32 for v in ours.values())
@@ -90,8 +80,8 @@ def test_saved_files_follow_the_published_format(tmp_path: Path) -> None:
         assert int(stats["critic_hidden_size"]) == 96 and float(stats["gamma"]) == pytest.approx(0.95)
 
 
-def test_phase5_fixture_loads_and_gives_valid_distributions(tmp_path: Path) -> None:
-    base = _copy_fixture("reference_phase5", "rl_model", tmp_path)
+def test_phase5_fixture_loads_and_gives_valid_distributions(phase5_model: Path) -> None:
+    base = phase5_model
     agent = RLStrategy(seed=0)
     agent.load(base)
     assert agent.reward_count == 24325
@@ -109,7 +99,7 @@ def test_phase5_fixture_loads_and_gives_valid_distributions(tmp_path: Path) -> N
 
 
 def test_phase3_fixture_is_refused_naming_the_tensor_and_both_shapes(tmp_path: Path) -> None:
-    base = _copy_fixture("reference_phase3", "rl_model_prob_pnl", tmp_path)
+    base = copy_model(PHASE3, "rl_model_prob_pnl", tmp_path, as_name="rl_model")
     for load in (lambda: RLStrategy(seed=0).load(base), lambda: RLStrategy.from_checkpoint(base)):
         with pytest.raises(CheckpointError) as err:
             load()
@@ -206,7 +196,7 @@ def test_damaged_checkpoint_is_refused_clearly_and_leaves_the_live_model_unchang
     tmp_path: Path, source: str, damage: Callable[[Path], None], expected: str
 ) -> None:
     if source == "phase5":
-        base = _copy_fixture("reference_phase5", "rl_model", tmp_path)
+        base = copy_model(PHASE5, "rl_model", tmp_path)
     else:
         base = tmp_path / "rl_model"
         _trained_agent(seed=11).save(base)
@@ -220,7 +210,7 @@ def test_damaged_checkpoint_is_refused_clearly_and_leaves_the_live_model_unchang
 
 
 def test_missing_reference_stats_can_be_accepted_with_fresh_reward_statistics(tmp_path: Path) -> None:
-    base = _copy_fixture("reference_phase5", "rl_model", tmp_path)
+    base = copy_model(PHASE5, "rl_model", tmp_path)
     _remove_stats(base)
     agent = _trained_agent(seed=3)
     notes = agent.load(base, allow_fresh_stats=True)
@@ -282,12 +272,6 @@ def test_save_refuses_nan_weights_and_keeps_the_previous_checkpoint(tmp_path: Pa
     assert (tmp_path / "rl_model.safetensors").read_bytes() == before
 
 
-def _drop_dac_override() -> None:
-    """Child process only: root without CAP_DAC_OVERRIDE obeys file permissions like any user."""
-    if os.geteuid() == 0 and ctypes.CDLL(None, use_errno=True).prctl(24, 1, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
-        raise OSError(ctypes.get_errno(), "cannot drop CAP_DAC_OVERRIDE")
-
-
 def _limit_file_size() -> None:
     """Child process only: writes past 20 KB fail with EFBIG, as on a full disk."""
     resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
@@ -296,20 +280,20 @@ def _limit_file_size() -> None:
 @pytest.mark.parametrize(
     ("prepare", "limit", "reason"),
     [
-        (lambda folder: folder.chmod(0o555), _drop_dac_override, "Permission denied"),
+        (lambda folder: folder.chmod(0o555), as_ordinary_user(), "Permission denied"),
         (lambda folder: None, _limit_file_size, "File too large"),
     ],
     ids=["read-only-folder", "disk-full"],
 )
 def test_failed_save_keeps_the_previous_checkpoint_and_leaves_no_litter(
-    tmp_path: Path, prepare: Callable[[Path], None], limit: Callable[[], None], reason: str
+    tmp_path: Path, prepare: Callable[[Path], None], limit: Callable[[], None] | None, reason: str
 ) -> None:
     folder = tmp_path / "models"
     folder.mkdir()
     base = folder / "rl_model"
     subprocess.run([sys.executable, str(WRITER), str(base), "once", "1"], check=True)
     prepare(folder)
-    try:
+    try:  # a process of its own: the permission or file-size limit applies to it alone
         result = subprocess.run(
             [sys.executable, str(WRITER), str(base), "once", "2"], preexec_fn=limit, capture_output=True, text=True
         )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +9,6 @@ import pytest
 
 from strategies.base import Action, MarketState
 from strategies.rl import MAX_TRACKED_MARKETS, PPOConfig, RLStrategy, RolloutBuffer, Step, gae
-from tests.conftest import FIXTURES
 
 METRIC_KEYS = {
     "update_num",
@@ -207,10 +205,8 @@ def test_same_seed_gives_same_weights_and_same_sampled_actions() -> None:
     assert first[0] != other[0]
 
 
-def test_numpy_decisions_match_the_mlx_networks_of_the_phase5_model(tmp_path: Path) -> None:
-    for name in ("rl_model.safetensors", "rl_model_stats.npz"):
-        shutil.copy(FIXTURES / "reference_phase5" / name, tmp_path / name)
-    agent = RLStrategy.from_checkpoint(tmp_path / "rl_model")
+def test_numpy_decisions_match_the_mlx_networks_of_the_phase5_model(phase5_model: Path) -> None:
+    agent = RLStrategy.from_checkpoint(phase5_model)
     rng = np.random.default_rng(0)
     features = rng.uniform(-1, 1, (64, 18)).astype(np.float32)
     history = rng.uniform(-1, 1, (64, 5, 18)).astype(np.float32)

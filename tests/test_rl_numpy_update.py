@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -18,7 +17,6 @@ from strategies.rl import kernels as ppo_kernels
 from strategies.rl.blas import one_blas_thread, openblas_threads
 from strategies.rl.numpy_update import NumpyPPO
 from strategies.rl.ppo import loss_inputs
-from tests.conftest import FIXTURES
 
 
 def _batch(n: int, seed: int, input_dim: int = 18) -> RolloutBatch:
@@ -36,12 +34,6 @@ def _batch(n: int, seed: int, input_dim: int = 18) -> RolloutBatch:
     )
 
 
-def _phase5_agent(tmp_path: Path, config: PPOConfig | None = None) -> RLStrategy:
-    for name in ("rl_model.safetensors", "rl_model_stats.npz"):
-        shutil.copy(FIXTURES / "reference_phase5" / name, tmp_path / name)
-    return RLStrategy.from_checkpoint(tmp_path / "rl_model", config=config, seed=0)
-
-
 @pytest.fixture(params=["fused", "plain"])
 def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Run a test on the compiled (numba) loops and on the plain numpy path, which must agree."""
@@ -53,9 +45,9 @@ def kernels(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> 
 
 
 def test_numpy_gradients_and_loss_parts_equal_mlx_autograd_on_the_phase5_model(
-    tmp_path: Path, kernels: str
+    phase5_model: Path, kernels: str
 ) -> None:
-    agent = _phase5_agent(tmp_path)
+    agent = RLStrategy.from_checkpoint(phase5_model, seed=0)
     batch = _batch(64, seed=1)
     arrays = loss_inputs(batch)
     ratio = np.exp(agent.evaluate(batch.features, batch.history)[0][np.arange(64), batch.actions]) / np.exp(

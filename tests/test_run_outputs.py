@@ -10,15 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_cli import ROOT, assert_one_sentence_error, run_cli
+from tests.conftest import ROOT, Ran, run_cli
+from tests.test_cli import assert_one_sentence_error
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def trained(tmp_path_factory) -> tuple[Path, Ran]:
     tmp = tmp_path_factory.mktemp("trained")
     proc = run_cli("--strategy", "rl", "--train", "--seed", "1", "--markets", "2", "--assets", "BTC", "--no-tui",
                    "--save", str(tmp / "m"), "--log-dir", str(tmp / "logs"), "--report", str(tmp / "r.json"),
-                   "--record", str(tmp / "rec.jsonl"), "--charts", str(tmp / "charts"), timeout=300)
+                   "--record", str(tmp / "rec.jsonl"), "--charts", str(tmp / "charts"))
     assert proc.returncode == 0, proc.stderr
     return tmp, proc
 
@@ -70,7 +71,7 @@ def test_the_summary_says_where_the_model_logs_report_recording_and_charts_went(
 def test_an_inference_run_names_the_model_it_loaded_and_that_it_wrote_none(trained, tmp_path):
     tmp, _ = trained
     proc = run_cli("--strategy", "rl", "--load", str(tmp / "m"), "--seed", "2", "--markets", "1", "--assets", "BTC",
-                   "--no-tui", "--log-dir", str(tmp_path), timeout=300)
+                   "--no-tui", "--log-dir", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     found = outputs(proc.stdout)
     assert found["model loaded"] == [f"{tmp / 'm'}.safetensors + {tmp / 'm'}_stats.npz"]
@@ -88,6 +89,7 @@ def test_charts_folder_that_cannot_be_created_exits_2_before_the_run(tmp_path):
 
 
 def test_charts_without_matplotlib_exit_2_before_the_run(tmp_path):
+    # a process of its own: matplotlib is hidden from every import in it
     code = ("import sys; sys.modules['matplotlib'] = None; sys.path.insert(0, sys.argv[1]); "
             "import run; sys.exit(run.main(sys.argv[2:]))")
     proc = subprocess.run(

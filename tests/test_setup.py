@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT
+
 MAKE = shutil.which("make") or "make"
 SHIM = "#!/bin/sh\necho \"pyenv: $(basename $0): command not found\" >&2\nexit 127\n"  # on PATH, but no Python
 TOO_OLD = "#!/bin/sh\nexit 1\n"  # stands for a Python below 3.11: the version check fails

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -14,8 +12,7 @@ import pytest
 from sim.market import SimMarket
 from sim.model import WINDOW, ModelParams
 from sim.profiles import PROFILES, ProfileError, SimProfile, load_profile
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.conftest import run_cli
 
 
 def test_realistic_is_the_default_and_lagged_is_the_first_calibration() -> None:
@@ -106,25 +103,20 @@ def test_per_asset_volatility_of_a_profile_reaches_the_index_path() -> None:
     assert spans[1] > spans[0]
 
 
-def _run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(ROOT / "run.py"), *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=240)
-
-
 def test_cli_refuses_a_bad_profile_and_a_profile_off_the_simulator(tmp_path: Path) -> None:
-    proc = _run("--strategy", "random", "--sim-profile", "nope", "--no-tui", cwd=tmp_path)
+    proc = run_cli("--strategy", "random", "--sim-profile", "nope", "--no-tui", cwd=tmp_path)
     assert proc.returncode == 2
     assert "no such profile or file" in proc.stderr and "Traceback" not in proc.stderr
     rec = tmp_path / "r.jsonl"
     rec.write_text('{"t": 1.0, "feed": "discovery", "msg": "[]"}\n')
-    proc = _run("--strategy", "random", "--source", "replay", "--replay", str(rec), "--sim-profile", "lagged",
+    proc = run_cli("--strategy", "random", "--source", "replay", "--replay", str(rec), "--sim-profile", "lagged",
                 "--no-tui", cwd=tmp_path)
     assert proc.returncode == 2
     assert "--sim-profile applies only to --source sim" in proc.stderr
 
 
 def test_report_and_recording_name_the_profile_that_made_the_data(tmp_path: Path) -> None:
-    proc = _run("--strategy", "fair_value", "--source", "sim", "--speed", "max", "--seed", "3", "--duration", "120",
+    proc = run_cli("--strategy", "fair_value", "--source", "sim", "--speed", "max", "--seed", "3", "--duration", "120",
                 "--assets", "BTC", "--sim-profile", "lagged", "--no-tui", "--log-dir", str(tmp_path / "logs"),
                 "--record", str(tmp_path / "rec.jsonl"), "--report", str(tmp_path / "r.json"), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -139,9 +131,9 @@ def test_report_and_recording_name_the_profile_that_made_the_data(tmp_path: Path
 
 
 def test_realistic_quotes_move_with_or_before_the_public_index_and_lagged_ones_after() -> None:
-    """DESIGN.md's lead-lag, read from the simulator's frames as a recording would be: in the realistic
-    market the mid moves with the futures-based fair value (peak at lag <= 0, no echo from +2 s); in the
-    lagged what-if it follows seconds later."""
+    """The calibration's lead-lag (benchmarks.calibration), read from the simulator's frames as a recording
+    would be: in the realistic market the mid moves with the futures-based fair value (peak at lag <= 0, no
+    echo from +2 s); in the lagged what-if it follows seconds later."""
     from sim.fit import read_sim
     from streamers.recording_stats import lead_lag
 

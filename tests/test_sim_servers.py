@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -18,10 +17,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from engine.clock import RealClock
+from sim.__main__ import main as sim_main
 from sim.faults import FaultSpec
 from sim.servers import SimServers
+from tests.conftest import ROOT, call_main
 
-ROOT = Path(__file__).resolve().parents[1]
 SPEED = 300.0  # functional tests run fast; the pacing test uses 60x
 
 
@@ -414,6 +414,7 @@ def test_stall_fault_holds_a_feed_then_delivers_it_late_and_in_order():
 
 
 def test_python_m_sim_prints_exports_serves_and_exits_cleanly_on_sigterm():
+    # a process of its own: it serves until SIGTERM, which is delivered to it
     proc = subprocess.Popen(
         [sys.executable, "-m", "sim", "--seed", "3", "--speed", "60", "--assets", "BTC"],
         cwd=ROOT,
@@ -463,9 +464,7 @@ def test_python_m_sim_prints_exports_serves_and_exits_cleanly_on_sigterm():
     [["--speed", "0"], ["--speed", "fast"], ["--assets", "BTC,DOGE"], ["--sim-faults", "explode=1"]],
 )
 def test_python_m_sim_bad_arguments_exit_2_with_one_sentence(args):
-    result = subprocess.run(
-        [sys.executable, "-m", "sim", *args], cwd=ROOT, capture_output=True, text=True, timeout=30
-    )
+    result = call_main(sim_main, *args)
     assert result.returncode == 2
     assert result.stdout == ""
     assert len(result.stderr.strip().splitlines()) == 1

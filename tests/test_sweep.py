@@ -22,14 +22,15 @@ import pytest
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from benchmarks.sweep import main as sweep_main
+from tests.conftest import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = ["--assets", "BTC", "--train-seeds", "1", "--train-windows", "1", "--eval-seeds", "1001", "--eval-windows", "1",
         "--fills", "book", "--baselines", "fair_value"]  # fmt: skip
 HIDE_RAY = "import sys; sys.modules['ray'] = None; "  # `import ray` now raises ImportError, as when not installed
 
 
 def sweep(out: Path, *args: str, prelude: str = "", env: dict | None = None) -> subprocess.CompletedProcess:
+    # a process of its own: Ray keeps its runtime for the life of a process, and `prelude` may hide ray from it
     code = prelude + "import sys; from benchmarks.sweep import main; sys.exit(main(sys.argv[1:]))"
     return subprocess.run([sys.executable, "-c", code, *TINY, "--out", str(out), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=600)

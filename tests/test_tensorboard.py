@@ -13,8 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from benchmarks.learning import main as learning_main
 from engine.trade_log import UPDATE_COLUMNS
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.conftest import ROOT, RUN_PY, call_main, one_sentence, run_cli
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -31,12 +30,9 @@ def rows(path: str) -> list[dict]:
 
 def test_run_writes_every_update_and_window_pnl_as_scalars_and_keeps_the_csvs(tmp_path: Path) -> None:
     board, report = tmp_path / "tb", tmp_path / "report.json"
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "run.py"), "--strategy", "rl", "--train", "--seed", "1", "--markets", "2",
-         "--assets", "BTC", "--no-tui", "--log-dir", str(tmp_path / "logs"), "--save", str(tmp_path / "m"),
-         "--report", str(report), "--tensorboard", str(board)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
-    )  # fmt: skip
+    proc = run_cli("--strategy", "rl", "--train", "--seed", "1", "--markets", "2", "--assets", "BTC", "--no-tui",
+                   "--log-dir", str(tmp_path / "logs"), "--save", str(tmp_path / "m"), "--report", str(report),
+                   "--tensorboard", str(board))
     assert proc.returncode == 0, proc.stderr
     assert f"tensorboard   {board}" in proc.stdout
     logs = json.loads(report.read_text())["logs"]
@@ -73,19 +69,19 @@ def test_learning_benchmark_writes_one_run_per_agent_with_steps_across_training_
 def test_unusable_tensorboard_folder_is_one_sentence_and_exit_2(tmp_path: Path, entry: str) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    command = [str(ROOT / "run.py"), "--strategy", "rl", "--train"] if entry == "run.py" else ["-m", "benchmarks.learning"]
-    proc = subprocess.run([sys.executable, *command, "--tensorboard", str(blocker / "tb")], cwd=ROOT,
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr
-    assert "--tensorboard: cannot create the folder" in lines[0] and str(blocker / "tb") in lines[0]
+    if entry == "run.py":
+        proc = run_cli("--strategy", "rl", "--train", "--tensorboard", str(blocker / "tb"))
+    else:
+        proc = call_main(learning_main, "--tensorboard", str(blocker / "tb"))
+    line = one_sentence(proc, 2)
+    assert "--tensorboard: cannot create the folder" in line and str(blocker / "tb") in line
 
 
 def test_missing_writer_package_is_named_with_its_install_command(tmp_path: Path) -> None:
+    # a process of its own: tensorboardX is hidden from every import in it
     hide = "import sys; sys.modules['tensorboardX'] = None; import runpy; sys.argv = sys.argv[1:]; "
     hide += "runpy.run_path(sys.argv[0], run_name='__main__')"
-    proc = subprocess.run([sys.executable, "-c", hide, str(ROOT / "run.py"), "--strategy", "rl", "--train",
+    proc = subprocess.run([sys.executable, "-c", hide, str(RUN_PY), "--strategy", "rl", "--train",
                            "--tensorboard", str(tmp_path / "tb")], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("updown: --tensorboard needs tensorboardX: pip install tensorboardX "
