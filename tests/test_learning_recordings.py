@@ -55,6 +55,8 @@ def test_learning_trains_on_earlier_recordings_and_evaluates_on_later_ones(tmp_p
     assert results["walk_forward"]["first_evaluation_window"] >= results["walk_forward"]["last_training_window_end"]
     (training,) = results["training"]
     assert training["recordings"] == str(early) and training["windows"] == 1 and training["updates"] >= 1
+    assert training["library"]["files"] == 1 and training["library"]["windows_complete"] == 1
+    assert training["library"]["episodes"] == 1 and training["library"]["windows_cut"] == 1  # the next window's 30 s
     by_name = {e["strategy"]: e for e in results["evaluation"]}
     assert set(by_name) == {"rl", "fair_value"}
     assert all(e["windows"] == 1 and len(e["window_pnls"]) == 1 for e in by_name.values())
