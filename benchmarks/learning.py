@@ -414,7 +414,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("validation seeds must differ from the training and the evaluation seeds")
     if sweep.requested(args):
         if args.train_recordings or args.eval_recordings:
-            raise SystemExit("--ray, --grid and --search run on simulator seeds; drop --train-recordings/--eval-recordings")
+            raise SystemExit("--ray, --grid and --search evaluate on simulator seeds; give recordings to train on as "
+                             "--train-source and drop --train-recordings/--eval-recordings")
         return sweep.run(args, assets, profile, out, fills)
     results: dict = {"argv": sys.argv[1:] if argv is None else list(argv), "config": dataclasses.asdict(config)}
     if args.train_recordings:

@@ -76,6 +76,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="a searched PPOConfig field: a range (':log' samples its logarithm) or a list of choices")
     g.add_argument("--samples", type=int, default=8, help="settings a search tries (default 8)")
     g.add_argument("--search-seed", type=int, default=0, help="seed of the search's sampler")
+    g.add_argument("--train-source", action="append", default=[], metavar="sim | RECORDINGS",
+                   help="a training source, repeatable: 'sim' (--train-seeds x --train-windows, the default) or "
+                        "recordings (a file, folder or quoted glob, one pass in time order); every source x "
+                        "setting x agent seed is a trial, all evaluated on the same held-out seeds")
     g.add_argument("--cpus-per-trial", type=float, default=1.0,
                    help="CPUs Ray reserves per trial (default 1: the trial's simulator then runs in its own process, "
                         "not a second one; 2 or more gives it a process of its own)")
@@ -83,7 +87,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def requested(args: argparse.Namespace) -> bool:
     """Whether the learning benchmark should hand this run to the sweep."""
-    return args.ray is not None or bool(args.ray_address or args.grid or args.search or args.space)
+    return args.ray is not None or bool(args.ray_address or args.grid or args.search or args.space
+                                        or args.train_source)
 
 
 # ---- what to run ---------------------------------------------------------------------------------------
@@ -113,6 +118,7 @@ class Trial:
     name: str
     agent_seed: int
     settings: dict[str, Any]  # the PPOConfig overrides of this trial (--set, then its grid or sampled values)
+    source: str = "sim"  # what it trains on: the simulator's training seeds, or recordings (a path or glob)
 
 
 def typed(key: str, value: str) -> Any:
@@ -172,8 +178,8 @@ def parse_space(items: list[str]) -> dict[str, Any]:
     return space
 
 
-def trial_name(index: int, agent_seed: int, settings: dict[str, Any]) -> str:
-    parts = [f"t{index:02d}", f"a{agent_seed}"]
+def trial_name(index: int, agent_seed: int, settings: dict[str, Any], source_tag: str = "") -> str:
+    parts = [f"t{index:02d}", *([source_tag] if source_tag else []), f"a{agent_seed}"]
     parts += [f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in settings.items()]
     return "_".join(parts)
 
@@ -220,14 +226,17 @@ def run_trial(options: SweepOptions, trial: Trial, destination: str) -> dict:
         bench = _bench(options, folder, config)
         agent = bench.new_agent(trial.agent_seed)
         model = str(folder / "rl_model")
-        training = bench.train(agent, options.train_seeds, options.train_windows, "rl", model)
+        if trial.source == "sim":
+            training = bench.train(agent, options.train_seeds, options.train_windows, "rl", model)
+        else:
+            training = [bench.train_recordings(agent, trial.source, "rl", model, fresh=True)]
         evaluation = {
             fill: bench.evaluate(lambda s: RLStrategy.from_checkpoint(model, config=config, seed=s), "rl",
                                  options.eval_seeds, options.eval_windows, fill, "", load=model)
             for fill in options.fills
         }
         report = {
-            "trial": trial.name, "agent_seed": trial.agent_seed, "settings": trial.settings,
+            "trial": trial.name, "agent_seed": trial.agent_seed, "settings": trial.settings, "source": trial.source,
             "config": dataclasses.asdict(config), "model": model, "training": training,
             OBJECTIVE: training[-1].get("val_pnl") if training else None,
             "evaluation": {fill: o.to_dict() for fill, o in evaluation.items()},
@@ -394,6 +403,20 @@ def _run(args: argparse.Namespace, assets: tuple[str, ...], profile: SimProfile,
         raise SweepError("--search picks settings on validation seeds: give --val-seeds (never the held-out seeds)")
     if args.search and args.agent_seeds and len(args.agent_seeds) > 1:
         raise SweepError("--search tries each setting with one --agent-seed; confirm the best on several with --grid")
+    sources = args.train_source or ["sim"]
+    if args.search and len(sources) > 1:
+        raise SweepError("--search tries its settings on one training source; give one --train-source")
+    for spec in sources:
+        if spec != "sim":
+            from streamers.library import Library
+            from streamers.recording import RecordingError
+
+            try:
+                library = Library.open(spec)
+            except RecordingError as exc:
+                raise SweepError(f"--train-source {spec}: {exc}") from None
+            if not library.windows_complete:
+                raise SweepError(f"--train-source {spec} holds no complete window to train on")
     if args.samples < 1 or not args.cpus_per_trial > 0:
         raise SweepError("--samples must be 1 or more and --cpus-per-trial above 0")
     base = parse_overrides(args.set)
@@ -425,7 +448,7 @@ def _run(args: argparse.Namespace, assets: tuple[str, ...], profile: SimProfile,
           f"held-out seeds {args.eval_seeds} x {args.eval_windows}, validation seeds {args.val_seeds or 'none'}, "
           f"sim profile {profile.name}, latency {args.latency_ms:g} ms, results in {out}", flush=True)
     try:
-        finished, baselines = _execute(args, runner, options, settings, space, agent_seeds, out)
+        finished, baselines = _execute(args, runner, options, settings, space, agent_seeds, out, sources)
     finally:
         runner.close()
     wall = time.perf_counter() - start
@@ -434,7 +457,7 @@ def _run(args: argparse.Namespace, assets: tuple[str, ...], profile: SimProfile,
 
 def _execute(
     args: argparse.Namespace, runner: Sequential | OnRay, options: SweepOptions, settings: list[dict],
-    space: dict[str, Any], agent_seeds: list[int], out: Path,
+    space: dict[str, Any], agent_seeds: list[int], out: Path, sources: list[str],
 ) -> tuple[list[Finished], Finished]:
     """Submit the baselines and the trials (a search asks its searcher as slots free up); collect the files."""
     names = tuple(n for n in args.baselines.split(",") if n)
@@ -444,8 +467,11 @@ def _execute(
     planned: list[Trial] = []
     if searcher is None:
         for trial_settings in settings:
-            for seed in agent_seeds:
-                planned.append(Trial(trial_name(len(planned), seed, trial_settings), seed, trial_settings))
+            for j, source in enumerate(sources):
+                tag = "" if len(sources) == 1 else ("sim" if source == "sim" else f"rec{j}")
+                for seed in agent_seeds:
+                    planned.append(Trial(trial_name(len(planned), seed, trial_settings, tag), seed, trial_settings,
+                                         source))
     total = args.samples if searcher is not None else len(planned)
     trials: dict[int, Trial] = {}
     finished: dict[int, Finished] = {}
@@ -457,7 +483,8 @@ def _execute(
         if searcher is not None:
             sampled = searcher.suggest(str(index))
             trial_settings = {**parse_overrides(args.set), **{k: _FIELD_TYPES[k](v) for k, v in sampled.items()}}
-            trial = Trial(trial_name(index, args.agent_seed, trial_settings), args.agent_seed, trial_settings)
+            trial = Trial(trial_name(index, args.agent_seed, trial_settings), args.agent_seed, trial_settings,
+                          sources[0])
         else:
             trial = planned[index]
         trials[index] = trial
@@ -533,7 +560,8 @@ def _summarise(
         for fill in options.fills:
             rl = done.outcome(fill)
             rule_outcomes = rules.get(fill, [])
-            print_table([rl, *rule_outcomes], f"trial {done.trial.name} (agent seed {done.trial.agent_seed}, "
+            print_table([rl, *rule_outcomes], f"trial {done.trial.name} (trained on {done.trial.source}, "
+                        f"agent seed {done.trial.agent_seed}, "
                         f"{_settings_text(done.trial.settings)}): held-out evaluation, --fill {fill}")
             fair = next((o for o in rule_outcomes if o.strategy == "fair_value"), None)
             if fair is not None:

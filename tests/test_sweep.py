@@ -164,6 +164,9 @@ def test_search_runs_on_an_existing_cluster_with_ray_address(tmp_path: Path, ray
         (["--space", "gamma=0.9:1"], "--space is searched with --search"),
         (["--no-ray", "--ray-address", "127.0.0.1:1"], "leave out --no-ray"),
         (["--resume-check"], "--resume-check and --load run in one process"),
+        (["--train-source", "/nonexistent/recordings"], "--train-source /nonexistent/recordings"),
+        (["--train-source", "sim", "--train-source", "x", "--search", "random", "--space", "gamma=0.9:1",
+          "--val-seeds", "7"], "give one --train-source"),
     ],
 )
 def test_bad_sweep_input_is_one_sentence_and_exit_2(
@@ -191,3 +194,29 @@ def test_search_without_ray_names_the_extra_to_install(tmp_path: Path) -> None:
                  prelude=HIDE_RAY)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "--search samples with Ray Tune's OptunaSearch: pip install -e '.[scale]'"
+
+
+def test_training_sources_are_a_sweep_dimension_evaluated_on_the_same_held_out_seeds(tmp_path: Path) -> None:
+    from sim.source import SimSource
+    from streamers.recording import Recorder
+
+    recording = tmp_path / "rec.jsonl"
+    source = SimSource(77, assets=("BTC",), background=False)
+    recorder = Recorder(str(recording))
+    for frame in source.iter_frames():  # one complete window, its settlement, a minute of the next
+        if frame.t > source.start_time + 900 + 60:
+            break
+        recorder.write(frame)
+    recorder.close()
+    out = tmp_path / "out"
+    proc = sweep(out, "--no-ray", "--train-source", "sim", "--train-source", str(recording))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    trials = {t["trial"]: t["report"] for t in results(out)["trials"]}
+    assert set(trials) == {"t00_sim_a0", "t01_rec1_a0"}
+    assert trials["t00_sim_a0"]["source"] == "sim" and trials["t01_rec1_a0"]["source"] == str(recording)
+    (row,) = trials["t01_rec1_a0"]["training"]
+    assert row["recordings"] == str(recording) and row["windows"] == 1 and row["library"]["windows_complete"] == 1
+    assert "seed" in trials["t00_sim_a0"]["training"][0]  # trained on the simulator's training seed instead
+    for report in trials.values():  # both judged on the same held-out window
+        assert report["evaluation"]["book"]["windows"] == 1
+    assert f"trained on {recording}" in proc.stdout
