@@ -15,6 +15,7 @@ from typing import Any
 
 from core.frames import ASSETS
 from strategies import STRATEGY_NAMES
+from strategies.base import FEATURE_SETS
 
 
 class BadInput(Exception):
@@ -82,7 +83,7 @@ def build_parser() -> CliParser:
     p.add_argument("--save", metavar="NAME", help="where a training run saves (default: --load name, else rl_model)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --train replace an existing model of the --save name with a new one")
-    p.add_argument("--features", choices=("standard", "extended"), default=None,
+    p.add_argument("--features", choices=tuple(FEATURE_SETS), default=None,
                    help="features a new rl model sees: the published 18 (default) or 25 with quotes vs the index")
     p.add_argument("--gamma", type=discount_arg, default=None,
                    help="discount per decision of a new rl model (default 0.95, the published value; 1.0 = the "

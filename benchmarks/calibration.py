@@ -1,4 +1,4 @@
-"""Calibration: the market figures of DESIGN.md's table and the mid/index lead-lag, for recordings and the simulator.
+"""Calibration: the market figures of the calibration table (TRAINING_JOURNAL.md, H1) and the mid/index lead-lag, for recordings and the simulator.
 
     python -m benchmarks.calibration --recording mine.jsonl.gz [more.jsonl.gz ...]
     python -m benchmarks.calibration --sim --seeds 1,2,3,4 --windows 24 [--sim-profile lagged|FILE.json]
@@ -32,7 +32,7 @@ from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from streamers.recording import RecordingError
 from streamers.recording_stats import LAGS, RecordingData, figures, lead_lag, read_recording
 
-# real values (lo, hi): DESIGN.md "The simulated market"; lo == hi for a single figure
+# real values (lo, hi): the real recordings' figures (TRAINING_JOURNAL.md, H1); lo == hi for a single figure
 REAL: dict[str, tuple[float, float]] = {
     "spread_q10": (0.01, 0.01),
     "spread_q50": (0.01, 0.01),

@@ -3,7 +3,7 @@
     python -m benchmarks.charts --logs logs                      # the newest run.py run in logs/
     python -m benchmarks.charts --logs logs --run-id 20260101_120000 --out charts
     python -m benchmarks.charts --run standard=/tmp/std --run extended=/tmp/ext --out docs/img \
-        --reference ../shared/fixtures/reference_logs
+        --reference REFERENCE_LOGS   # the reference project's published training logs
 
 A `run.py` run (`--logs DIR`, the files `trades_<run id>.csv` and `updates_<run id>.csv` that it writes)
 gets its equity curve, PnL by asset, trade PnL distribution and, when it trained, entropy and explained

@@ -1,4 +1,4 @@
-"""The run report (DESIGN.md schema plus fill mode, paper latency and skipped orders) and its console summary."""
+"""The run report (the README "Outputs" schema plus fill mode, paper latency and skipped orders) and its console summary."""
 
 from __future__ import annotations
 

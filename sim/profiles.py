@@ -2,7 +2,7 @@
 
     realistic  the default: the maker quotes the undelayed resolution index with its full variance,
                at or ahead of what the bot's public feeds show; calibrated to real recordings
-               (DESIGN.md's table, lead-lag included)
+               (the calibration table of TRAINING_JOURNAL.md H1, lead-lag included)
     lagged     the first calibration: the maker trails the index by 1-8 s. A what-if scenario that
                real data does not support, kept to compare with and to reproduce old figures
     FILE.json  a profile written by `python -m sim.fit` or by hand; fields it leaves out keep the

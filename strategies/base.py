@@ -54,7 +54,7 @@ FEATURE_SETS: dict[str, tuple[str, ...]] = {"standard": FEATURE_NAMES, "extended
 FEATURE_SET_IDS: dict[str, int] = {"standard": 1, "extended": 2}  # the id checkpoint stats record
 
 
-# 15-minute log-return std per asset (DESIGN.md calibration table) over sqrt(900 s): per sqrt(second)
+# 15-minute log-return std per asset (the calibration table: TRAINING_JOURNAL.md, H1) over sqrt(900 s): per sqrt(second)
 DEFAULT_INDEX_VOL = {
     "BTC": 0.0022 / 30.0,
     "ETH": 0.0029 / 30.0,

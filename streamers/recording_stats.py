@@ -1,4 +1,4 @@
-"""What a recording shows of its market: the figures of DESIGN.md's calibration table and the mid/index lead-lag.
+"""What a recording shows of its market: the figures of the calibration table (TRAINING_JOURNAL.md, H1) and the mid/index lead-lag.
 
 It reads frames only (a recording of the live venues, of the simulator, any source), rebuilt with the
 engine's own parsers: `MarketData` for Polymarket books, Chainlink prices, discovery and resolutions,
