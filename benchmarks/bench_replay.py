@@ -28,8 +28,8 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from engine.clock import VirtualClock
-from engine.engine import Engine, EngineConfig
+from benchmarks.learning import run_engine
+from engine.engine import EngineConfig
 from engine.sources import virtual_source
 from sim.source import SimSource
 from strategies import STRATEGY_NAMES, create_strategy
@@ -65,15 +65,9 @@ def one_run(kind: str, args: argparse.Namespace, assets: tuple[str, ...], librar
     cfg = EngineConfig(size=100.0, assets=assets, train=args.train, log_dir=None, max_windows=args.windows,
                        strategy_name=args.strategy)
 
-    async def go() -> dict:
-        try:
-            return await Engine(strategy, source, VirtualClock(), MarketData(assets), cfg).run()
-        finally:
-            await source.close()
-
     cpu0, child0 = cpu_seconds()
     start = time.perf_counter()
-    report = asyncio.run(go())
+    report = asyncio.run(run_engine(strategy, cfg, source))
     wall = time.perf_counter() - start
     cpu1, child1 = cpu_seconds()
     return {"source": kind, "windows": report["windows"], "decisions": report["decisions"], "wall_s": wall,

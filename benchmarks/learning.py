@@ -58,7 +58,8 @@ from streamers.recording import RecordingError
 BASELINES = ("random", "momentum", "mean_revert", "fade_spike", "gating", "fair_value")
 
 
-async def _run_engine(strategy: Strategy, cfg: EngineConfig, source: object) -> dict:
+async def run_engine(strategy: Strategy, cfg: EngineConfig, source: object) -> dict:
+    """Run the engine over `source` on a virtual clock (frame times drive it); close the source after."""
     try:
         return await Engine(strategy, source, VirtualClock(), MarketData(assets=cfg.assets), cfg).run()
     finally:
@@ -77,7 +78,7 @@ def run_once(
         seed=seed, source_name="sim", strategy_name=name, latency_ms=latency_ms, tensorboard=tensorboard,
     )
     source = virtual_source("sim", seed=seed, assets=assets, profile=profile, background=background)
-    report = asyncio.run(_run_engine(strategy, cfg, source))
+    report = asyncio.run(run_engine(strategy, cfg, source))
     return report, window_pnls(report["logs"]["episodes"])
 
 
@@ -90,7 +91,7 @@ def run_recordings(
         size=100.0, fill=fill, assets=assets, train=train, log_dir=log_dir, run_id=run_id, source_name="replay",
         strategy_name=name, latency_ms=latency_ms,
     )
-    report = asyncio.run(_run_engine(strategy, cfg, source))
+    report = asyncio.run(run_engine(strategy, cfg, source))
     report["library"] = source.summary()  # as run.py reports it: files, complete and cut windows, episodes played
     return report, window_pnls(report["logs"]["episodes"])
 

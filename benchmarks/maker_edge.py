@@ -22,15 +22,14 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.clock import VirtualClock
+from benchmarks.learning import run_engine
 from core.frames import ASSETS
-from engine.engine import Engine, EngineConfig
+from engine.engine import EngineConfig
 from sim.market import SimMarket
-from sim.profiles import ProfileError, load_profile
+from sim.profiles import ProfileError, SimProfile, load_profile
 from sim.source import SimSource
 from strategies.base import MarketState
 from strategies.baselines import FairValueStrategy
-from streamers.market_data import MarketData
 
 
 class OracleFairValue(FairValueStrategy):
@@ -59,15 +58,12 @@ class OracleFairValue(FairValueStrategy):
         return None
 
 
-async def _run(name: str, seed: int, windows: int, profile_spec: str | None, latency_ms: float, log_dir: str) -> dict:
-    source = SimSource(seed, ASSETS, background=False, profile=load_profile(profile_spec))
+async def _run(name: str, seed: int, windows: int, profile: SimProfile, latency_ms: float, log_dir: str) -> dict:
+    source = SimSource(seed, ASSETS, background=False, profile=profile)
     strategy = OracleFairValue(source.market) if name == "oracle" else FairValueStrategy()
     cfg = EngineConfig(size=100.0, max_windows=windows, log_dir=log_dir, run_id=f"{name}_{seed}", seed=seed,
                        source_name="sim", strategy_name=name, latency_ms=latency_ms)
-    try:
-        return await Engine(strategy, source, VirtualClock(), MarketData(), cfg).run()
-    finally:
-        await source.close()
+    return await run_engine(strategy, cfg, source)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -90,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         pnl = fees = 0.0
         trades = asset_windows = 0
         for seed in seeds:
-            report = asyncio.run(_run(name, seed, args.windows, args.sim_profile, args.latency_ms, logs))
+            report = asyncio.run(_run(name, seed, args.windows, profile, args.latency_ms, logs))
             pnl, fees, trades = pnl + report["pnl"], fees + report["fees"], trades + report["trades"]
             asset_windows += report["windows"] * len(ASSETS)
             print(f"  {name:<10} seed {seed}: PnL ${report['pnl']:+,.2f}, {report['trades']} trades")
