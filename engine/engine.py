@@ -42,11 +42,16 @@ from engine.state_builder import IndexVol, book_prob, build_state
 from engine.trade_log import EpisodeRecord, RunLogs
 from strategies.base import Action, MarketState, Strategy
 from streamers.market_data import MarketData
+from streamers.polymarket import PolymarketBook
 
 _END = object()  # pump -> loop: the source is exhausted
 _YIELD_EVERY = 512  # frames between event-loop yields on virtual sources (lets stop() and the dashboard run)
 _MAX_TICK_LAG = 4  # real time: ticks further behind than this are skipped, not replayed
 _DONE_MEMORY = 2048  # settled markets remembered so rediscovery does not revive them
+
+
+# what a market's order would meet at this tick: its two books, the time, the index price
+_Seen = tuple[PolymarketBook | None, PolymarketBook | None, float, float | None]
 
 
 @dataclass
@@ -378,9 +383,9 @@ class Engine:
         for m in [m for m in self._order if m.info.end <= now]:
             await self._try_settle(m, now)
 
-    def _build_states(self, now: float) -> list[tuple[Market, MarketState, Moment]]:
+    def _build_states(self, now: float) -> list[tuple[Market, MarketState, _Seen]]:
         """(2) The state of every market in its window with fresh data and no order in flight, and what an
-        order would meet now; every market's prob history moves on either way."""
+        order would meet now (its Moment is built only for an order); every market's prob history moves on."""
         md = self.md
         batch: list[tuple[Market, MarketState, Moment]] = []
         stale = 0
@@ -414,20 +419,20 @@ class Engine:
                 probs=m.probs,
             )
             m.state = state
-            at = Moment(up_book, down_book, now, m.prob, m.underlying_change(md, index_price))
-            batch.append((m, state, at))
+            batch.append((m, state, (up_book, down_book, now, index_price)))
         self.stats.stale_seconds += stale * self.cfg.tick_seconds
         return batch
 
-    async def _decide(self, batch: list[tuple[Market, MarketState, Moment]]) -> None:
+    async def _decide(self, batch: list[tuple[Market, MarketState, _Seen]]) -> None:
         """(3) One batched decision, (4) its orders, (5) their rewards (a delayed order's at its fill)."""
         actions = self.strategy.act_batch([state for _, state, _ in batch])
         self.stats.decisions += len(batch)
         delayed = self._in_flight.latency > 0.0
-        for (m, _, at), action in zip(batch, actions, strict=True):
+        for (m, _, (up_book, down_book, now, index_price)), action in zip(batch, actions, strict=True):
             m.acted = True
             reward = 0.0
             if action != Action.HOLD:  # the broker does nothing on HOLD, the most common action
+                at = Moment(up_book, down_book, now, m.prob, m.underlying_change(self.md, index_price))
                 if not delayed:
                     reward = await self._execute(m, Action(int(action)), at)
                 elif self._in_flight.send(m, Action(int(action)), at):
