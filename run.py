@@ -201,6 +201,17 @@ def save_model(strategy, name: str) -> bool:
         signal.signal(signal.SIGINT, previous)
 
 
+def save_checkpoint(strategy, opts: Options) -> None:
+    """`--checkpoint-every`: save the model, then keep a timestamped backup of it (`--keep-backups`)."""
+    from persistence import CheckpointError, write_backup
+
+    if save_model(strategy, opts.save_name):
+        try:
+            write_backup(opts.save_name, keep=opts.args.keep_backups)
+        except CheckpointError as exc:
+            print(f"[backup] {exc}", file=sys.stderr)
+
+
 async def run(opts: Options) -> int:
     from engine.engine import Engine, EngineConfig
     from engine.report import format_outputs, format_summary
@@ -236,13 +247,7 @@ async def run(opts: Options) -> int:
                 stack.callback(tensorboard.close)
 
             def checkpoint() -> None:
-                from persistence import CheckpointError, write_backup
-
-                if save_model(strategy, opts.save_name):
-                    try:
-                        write_backup(opts.save_name, keep=args.keep_backups)
-                    except CheckpointError as exc:
-                        print(f"[backup] {exc}", file=sys.stderr)
+                save_checkpoint(strategy, opts)
 
             cfg = EngineConfig(
                 size=args.size,
@@ -324,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         if opts.args.workers > 1:
             from engine.rollouts import train_in_workers
 
-            return train_in_workers(opts, build_strategy(opts), save_model, source_header(opts))
+            return train_in_workers(opts, build_strategy(opts), save_model, save_checkpoint, source_header(opts))
         return asyncio.run(run(opts))
     except BadInput as exc:
         print(f"updown: {exc}", file=sys.stderr)

@@ -22,11 +22,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import os
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from engine.positions import EXIT_SHUTDOWN, EXIT_UNRESOLVED, TradeRecord, settle
 from engine.progress import History, run_progress
 from engine.report import RunStats, build_report
 from engine.state_builder import IndexVol, book_prob, build_state
-from engine.trade_log import EpisodeRecord, RunLogs
+from engine.trade_log import EpisodeRecord, RunLogs, new_run_id
 from strategies.base import Action, MarketState, Strategy
 from streamers.market_data import MarketData
 from streamers.polymarket import PolymarketBook
@@ -111,11 +109,7 @@ class Engine:
         self.logs: RunLogs | None = None
         self._markets: dict[str, Market] = {}
         self._order: list[Market] = []  # markets sorted by (start, asset): a stable iteration order
-        self._done = Recent(_DONE_MEMORY)
-        self._windows = Windows()
-        self._index_vol = {a: IndexVol(cfg.tick_seconds) for a in self.assets}
-        self._last_feed: dict[str, float] = {}
-        self._discovery_dirty = True
+        self._reset_stream()
         self._stop = False
         self._finished = False
         self._start_time: float | None = None
@@ -135,8 +129,7 @@ class Engine:
     async def run(self) -> dict:
         self._wall_start = time.perf_counter()
         if self.cfg.log_dir is not None:
-            # to the millisecond plus the process id; RunLogs adds a suffix if this id is taken anyway
-            run_id = self.cfg.run_id or f"{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')[:-3]}_{os.getpid()}"
+            run_id = self.cfg.run_id or new_run_id()
             self.logs = RunLogs(self.cfg.log_dir, run_id)
         if self.cfg.train:
             self.strategy.train()
@@ -282,6 +275,14 @@ class Engine:
             if count % _YIELD_EVERY == 0:
                 await asyncio.sleep(0)
 
+    def _reset_stream(self) -> None:
+        """What the engine knows of the data stream: fresh at the start and at each new episode."""
+        self._done = Recent(_DONE_MEMORY)
+        self._windows = Windows()
+        self._index_vol = {a: IndexVol(self.cfg.tick_seconds) for a in self.assets}
+        self._last_feed: dict[str, float] = {}
+        self._discovery_dirty = True
+
     async def _end_episode(self) -> None:
         """Between episodes of a library replay: settle what is left (its outcome, else at the book), then
         forget the markets, their data and the clock, since the next episode's time may lie before this one's."""
@@ -292,11 +293,7 @@ class Engine:
             self._finished = True
             return
         self._elapsed = now - self._start_time if self._start_time is not None else self._elapsed
-        self._done.clear()
-        self._windows.clear()
-        self._index_vol = {a: IndexVol(self.cfg.tick_seconds) for a in self.assets}
-        self._last_feed.clear()
-        self._discovery_dirty = True
+        self._reset_stream()
         self.md.forget()
         self.clock.restart()
 

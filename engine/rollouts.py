@@ -24,10 +24,11 @@ import sys
 import time
 import traceback
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 from multiprocessing.connection import wait
 from pathlib import Path
 from typing import Any
+
+from engine.trade_log import new_run_id
 
 SEED_STRIDE = 100_000  # worker i's simulator seed is --seed + i * this: clear of the benchmark's held-out 1001...
 STOP_POLL_SECONDS = 0.05  # how often a worker looks at the stop flag
@@ -79,20 +80,24 @@ class WindowShare:
         await self.source.close()
 
 
+def worker_seed(args: argparse.Namespace, index: int) -> int:
+    """Worker `index`'s simulator seed: --seed (0 when unset) plus index x SEED_STRIDE."""
+    return (0 if args.seed is None else args.seed) + index * SEED_STRIDE
+
+
 def _worker_source(args: argparse.Namespace, index: int, count: int) -> Any:
     from engine.sources import virtual_source
     from sim.faults import FaultSpec
     from sim.profiles import load_profile
 
-    base = 0 if args.seed is None else args.seed
     if args.source == "replay":
-        library = virtual_source("replay", seed=base, assets=args.assets, recordings=args.replay,
+        library = virtual_source("replay", seed=worker_seed(args, 0), assets=args.assets, recordings=args.replay,
                                  epochs=args.epochs, shuffle=args.shuffle_windows, warn=lambda _: None)
         return WindowShare(library, index, count)
     faults = FaultSpec.parse(args.sim_faults) if args.sim_faults else None
     # the simulator's own generator process pays off only with a spare core per worker (the same frames either way)
     background = (os.cpu_count() or 1) > 2 * count
-    return virtual_source("sim", seed=base + index * SEED_STRIDE, assets=args.assets,
+    return virtual_source("sim", seed=worker_seed(args, index), assets=args.assets,
                           profile=load_profile(args.sim_profile), faults=faults, background=background)
 
 
@@ -128,7 +133,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
     from strategies.rl.remote import RolloutAgent
     from streamers.market_data import MarketData
 
-    agent_seed = None if args.seed is None else args.seed + index * SEED_STRIDE
+    agent_seed = None if args.seed is None else worker_seed(args, index)
     start = inbox.get(timeout=WORKER_EXIT_SECONDS)  # the learner's weights when the run began
     agent = RolloutAgent(config, agent_seed, *start, send=lambda ev: _put(outbox, ("events", index, ev)),
                          inbox=inbox, latest=latest)
@@ -165,7 +170,7 @@ async def _worker(index: int, count: int, args: argparse.Namespace, run_id: str,
 def _stream_name(args: argparse.Namespace, index: int, count: int) -> str:
     if args.source == "replay":
         return f"1 in {count} windows from #{index}"
-    return f"seed {(0 if args.seed is None else args.seed) + index * SEED_STRIDE}"
+    return f"seed {worker_seed(args, index)}"
 
 
 class WorkerDied(Exception):
@@ -325,14 +330,17 @@ class _Run:
             inbox.close()
 
 
-def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], bool], data_source: dict) -> int:
+def train_in_workers(
+    opts: Any, strategy: Any, save_model: Callable[[Any, str], bool], checkpoint: Callable[[Any, Any], None],
+    data_source: dict,
+) -> int:
     """Run `--workers N` training to the end; save in `finally`; print the summary; the exit code."""
     from engine.report import format_outputs, format_summary
     from engine.trade_log import RunLogs
     from strategies.rl.remote import Learner
 
     args = opts.args
-    run_id = f"{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')[:-3]}_{os.getpid()}"
+    run_id = new_run_id()
     learner = Learner(strategy)
     stop_requested = False
 
@@ -352,13 +360,7 @@ def train_in_workers(opts: Any, strategy: Any, save_model: Callable[[Any, str], 
             logs.write_update(time.time(), m, *run.totals())
             every = args.checkpoint_every
             if every and totals["updates"] % every == 0:
-                from persistence import CheckpointError, write_backup
-
-                if save_model(strategy, opts.save_name):
-                    try:
-                        write_backup(opts.save_name, keep=args.keep_backups)
-                    except CheckpointError as exc:
-                        print(f"[backup] {exc}", file=sys.stderr)
+                checkpoint(strategy, opts)
 
     run = _Run(args, learner, run_id)
     wall_start = time.perf_counter()

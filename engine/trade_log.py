@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import itertools
+import os
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,6 +32,11 @@ UPDATE_COLUMNS = (
 )
 # exposure: dollars spent opening positions in the window
 EPISODE_COLUMNS = ("window_start", "asset", "market_id", "outcome", "trades", "pnl", "fees", "exposure")
+
+
+def new_run_id() -> str:
+    """A run's id: the time to the millisecond plus the process id (RunLogs adds a suffix if it is taken)."""
+    return f"{datetime.now(UTC).strftime('%Y%m%d_%H%M%S_%f')[:-3]}_{os.getpid()}"
 
 
 def iso(t: float) -> str:

@@ -84,10 +84,6 @@ class RolloutAgent(RLStrategy):
         self._latest = latest
         self._use(version, weights)
 
-    @property
-    def version(self) -> int:
-        return self.buffer.version
-
     def _use(self, version: int, weights: dict[str, np.ndarray]) -> None:
         self._decide = DecisionNetwork(weights, self.config.input_dim)
         self.buffer.version = version
