@@ -76,14 +76,7 @@ async def build_source(opts: Options, stack: contextlib.AsyncExitStack):
 
     args = opts.args
     seed = 0 if args.seed is None else args.seed
-    faults = None
-    if args.sim_faults:
-        from sim.faults import FaultSpec
-
-        try:
-            faults = FaultSpec.parse(args.sim_faults)
-        except ValueError as exc:
-            raise BadInput(str(exc)) from None
+    faults = opts.faults
     if args.source in ("replay", "mix") or (args.source == "sim" and opts.speed == "max"):
         from engine.sources import virtual_source
         from streamers.recording import RecordingError
@@ -300,8 +293,6 @@ async def run(opts: Options) -> int:
         report["tensorboard"] = args.tensorboard
         if recorder is not None and hasattr(recorder, "paths"):
             report["recording_files"] = recorder.paths
-        if hasattr(source, "summary"):
-            report["library"] = source.summary()
         report["data_source"] = source_header(opts)
         print(format_summary(report))
         if args.charts:

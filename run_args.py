@@ -150,6 +150,7 @@ class Options:
     speed: float | str
     save_name: str | None
     profile: object = None  # the SimProfile of a --source sim run
+    faults: object = None  # the parsed --sim-faults (a FaultSpec)
 
 
 def validate(args: argparse.Namespace) -> Options:
@@ -205,17 +206,18 @@ def validate(args: argparse.Namespace) -> Options:
         raise BadInput("--max-slippage is a price distance below 1 (e.g. 0.05)")
     if args.sim_faults and args.source != "sim":
         raise BadInput("--sim-faults applies only to --source sim")
-    if args.sim_faults and args.speed in (None, "max"):
+    faults = None
+    if args.sim_faults:
         from sim.faults import FaultSpec
 
         try:
             faults = FaultSpec.parse(args.sim_faults)
         except ValueError as exc:
             raise BadInput(str(exc)) from None
-        if faults.drop or faults.stall:
-            raise BadInput("--sim-faults drop and stall act on the simulator's websocket connections, which "
-                           "--speed max does not use; run them with --speed X (e.g. --speed 60), or keep only "
-                           "garbage= at --speed max")
+    if faults is not None and args.speed in (None, "max") and (faults.drop or faults.stall):
+        raise BadInput("--sim-faults drop and stall act on the simulator's websocket connections, which "
+                       "--speed max does not use; run them with --speed X (e.g. --speed 60), or keep only "
+                       "garbage= at --speed max")
     if args.sim_profile and args.source not in ("sim", "mix"):
         raise BadInput("--sim-profile applies only to --source sim or mix (a recording or the live venues bring "
                        "their own market)")
@@ -268,7 +270,7 @@ def validate(args: argparse.Namespace) -> Options:
         check_writable_folder("--record", Path(*fixed) if fixed else Path("."), create=False)
     elif args.record:
         check_writable_file("--record", Path(args.record), create_folder=False)
-    return Options(args=args, speed=speed, save_name=save_name, profile=profile)
+    return Options(args=args, speed=speed, save_name=save_name, profile=profile, faults=faults)
 
 
 def refuse_replacing_a_model(save_name: str, load: str | None, overwrite: bool) -> None:

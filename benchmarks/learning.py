@@ -92,7 +92,6 @@ def run_recordings(
         strategy_name=name, latency_ms=latency_ms,
     )
     report = asyncio.run(run_engine(strategy, cfg, source))
-    report["library"] = source.summary()  # as run.py reports it: files, complete and cut windows, episodes played
     return report, window_pnls(report["logs"]["episodes"])
 
 

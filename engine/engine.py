@@ -180,6 +180,9 @@ class Engine:
         report["output_error"] = self.output_error()
         if self.md.source_info:  # a replayed recording's header: what produced the data
             report["recorded_source"] = self.md.source_info
+        summary = getattr(self.source, "summary", None)  # a library of recordings: files, windows, episodes
+        if summary is not None:
+            report["library"] = summary()
         if self.logs is not None:
             report["logs"] = self.logs.paths
         return report
