@@ -248,12 +248,7 @@ def validate(args: argparse.Namespace) -> Options:
     if args.charts:
         check_charts(args.charts)
     if args.tensorboard:
-        from engine.tensorboard import TensorBoardError, check_folder
-
-        try:
-            check_folder(args.tensorboard)
-        except TensorBoardError as exc:
-            raise BadInput(str(exc)) from None
+        check_tensorboard(args.tensorboard)
     speed = args.speed if args.speed is not None else ("max" if args.source in ("sim", "replay", "mix") else 1.0)
     save_name = None
     if args.strategy == "rl" and args.train:
@@ -286,6 +281,17 @@ def refuse_replacing_a_model(save_name: str, load: str | None, overwrite: bool) 
     if checkpoint_paths(load)[0].resolve() != checkpoint_paths(save_name)[0].resolve():
         raise BadInput(f"a model named {save_name} already exists ({existing[0]}) and this run would replace it "
                        f"with one trained from {load}; give --save another name, or add --overwrite to replace it")
+
+
+def check_tensorboard(folder: str) -> None:
+    """--tensorboard: the writer is installed and the folder can be created and written."""
+    from engine.tensorboard import TensorBoardError, check_installed
+
+    try:
+        check_installed()
+    except TensorBoardError as exc:
+        raise BadInput(str(exc)) from None
+    check_writable_folder("--tensorboard", Path(folder), create=True)
 
 
 def check_writable_folder(flag: str, folder: Path, *, create: bool) -> None:

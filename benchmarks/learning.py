@@ -46,7 +46,8 @@ from benchmarks.learning_results import (
 from engine.clock import VirtualClock
 from engine.engine import Engine, EngineConfig
 from engine.sources import virtual_source
-from engine.tensorboard import TensorBoardError, TensorBoardLog, check_folder
+from engine.tensorboard import TensorBoardLog
+from run_args import BadInput, check_tensorboard
 from sim.profiles import DEFAULT_PROFILE, ProfileError, SimProfile, load_profile
 from strategies import create_strategy
 from strategies.base import Strategy
@@ -316,15 +317,19 @@ class Bench:
         return outcome
 
 
+PPO_FIELD_TYPES = {f.name: type(getattr(PPOConfig(), f.name)) for f in dataclasses.fields(PPOConfig)}
+NOT_OVERRIDDEN = ("input_dim", "feature_set")  # set by --features, never by --set, --grid or a search
+
+
 def parse_overrides(items: Sequence[str]) -> dict[str, object]:
     """`key=value` pairs for PPOConfig, typed like the field they set."""
-    types = {f.name: type(getattr(PPOConfig(), f.name)) for f in dataclasses.fields(PPOConfig)}
+    types = PPO_FIELD_TYPES
     out: dict[str, object] = {}
     for item in items:
         for pair in item.split(","):
             key, _, value = pair.partition("=")
             key = key.strip()
-            if key not in types or not value or key in ("input_dim", "feature_set"):
+            if key not in types or not value or key in NOT_OVERRIDDEN:
                 raise SystemExit(f"--set {pair!r}: expected key=value with a PPOConfig field (not input_dim/feature_set)")
             out[key] = types[key](value)
     return out
@@ -380,8 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.tensorboard:
         try:
-            check_folder(args.tensorboard)
-        except TensorBoardError as exc:
+            check_tensorboard(args.tensorboard)
+        except BadInput as exc:
             print(exc, file=sys.stderr)
             return 2
     try:

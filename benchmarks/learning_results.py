@@ -55,6 +55,11 @@ class Outcome:
         half = Z95 * sd / math.sqrt(n)
         return mean, mean - half, mean + half
 
+    @classmethod
+    def from_dict(cls, data: dict) -> Outcome:
+        """The Outcome `to_dict` wrote (its derived figures are computed again)."""
+        return cls(**{f.name: data[f.name] for f in dataclasses.fields(cls)})
+
     def to_dict(self) -> dict:
         mean, low, high = self.mean_ci()
         out = dataclasses.asdict(self)

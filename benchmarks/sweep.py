@@ -43,7 +43,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.learning import Bench, parse_overrides  # noqa: E402  (the path above makes the repository importable)
+from benchmarks.learning import NOT_OVERRIDDEN, PPO_FIELD_TYPES, Bench, parse_overrides  # noqa: E402  (the path above makes the repository importable)
 from benchmarks.learning_results import Outcome, mean_sd, print_table, ratio_line, verdict  # noqa: E402
 from benchmarks.sweep_runners import (  # noqa: E402
     INSTALL_HINT,
@@ -57,9 +57,6 @@ from benchmarks.sweep_runners import (  # noqa: E402
 from sim.profiles import SimProfile  # noqa: E402
 from strategies import create_strategy  # noqa: E402
 from strategies.rl import PPOConfig, RLStrategy, config_for_features  # noqa: E402
-
-_FIELD_TYPES = {f.name: type(getattr(PPOConfig(), f.name)) for f in dataclasses.fields(PPOConfig)}
-_NOT_SEARCHED = ("input_dim", "feature_set")  # set by --features
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -126,13 +123,13 @@ class Trial:
 
 def typed(key: str, value: str) -> Any:
     """`value` as the type of the PPOConfig field `key`."""
-    if key not in _FIELD_TYPES or key in _NOT_SEARCHED:
+    if key not in PPO_FIELD_TYPES or key in NOT_OVERRIDDEN:
         raise SweepError(f"{key!r} is not a PPOConfig field a sweep can set; choose from "
-                         f"{', '.join(k for k in _FIELD_TYPES if k not in _NOT_SEARCHED)}")
+                         f"{', '.join(k for k in PPO_FIELD_TYPES if k not in NOT_OVERRIDDEN)}")
     try:
-        return _FIELD_TYPES[key](value)
+        return PPO_FIELD_TYPES[key](value)
     except ValueError:
-        kind = {int: "a whole number", float: "a number"}.get(_FIELD_TYPES[key], "a word")
+        kind = {int: "a whole number", float: "a number"}.get(PPO_FIELD_TYPES[key], "a word")
         raise SweepError(f"{key}={value}: expected {kind}") from None
 
 
@@ -168,7 +165,7 @@ def parse_space(items: list[str]) -> dict[str, Any]:
         log = parts[-1] == "log"
         if log:
             parts = parts[:-1]
-        kind = _FIELD_TYPES.get(key)
+        kind = PPO_FIELD_TYPES.get(key)
         if len(parts) != 2 or kind not in (int, float):
             raise SweepError(f"--space {item!r}: a range is LOW:HIGH[:log] of a numeric PPOConfig field")
         low, high = typed(key, parts[0]), typed(key, parts[1])
@@ -280,7 +277,7 @@ class Finished:
         if self.report is None:
             return None
         data = self.report["evaluation"][fill]
-        return Outcome(**{f.name: data[f.name] for f in dataclasses.fields(Outcome)})
+        return Outcome.from_dict(data)
 
 
 def _write_files(folder: Path, files: dict[str, bytes], tensorboard: Path | None) -> None:
@@ -403,7 +400,7 @@ def _execute(
         index = len(trials)
         if searcher is not None:
             sampled = searcher.suggest(str(index))
-            trial_settings = {**parse_overrides(args.set), **{k: _FIELD_TYPES[k](v) for k, v in sampled.items()}}
+            trial_settings = {**parse_overrides(args.set), **{k: PPO_FIELD_TYPES[k](v) for k, v in sampled.items()}}
             trial = Trial(trial_name(index, args.agent_seed, trial_settings), args.agent_seed, trial_settings,
                           sources[0])
         else:
@@ -458,7 +455,7 @@ def _summarise(
     args: argparse.Namespace, finished: list[Finished], baselines: Finished, options: SweepOptions, out: Path,
     backend: str, wall: float, ray_started: float | None,
 ) -> int:
-    rules = {fill: [Outcome(**{f.name: d[f.name] for f in dataclasses.fields(Outcome)}) for d in outs]
+    rules = {fill: [Outcome.from_dict(d) for d in outs]
              for fill, outs in (baselines.report or {}).get("evaluation", {}).items()}
     ok = [f for f in finished if f.report is not None]
     order = sorted(ok, key=lambda f: -(f.report.get(OBJECTIVE) or 0.0)) if args.search else ok

@@ -11,7 +11,6 @@ benchmark trains one agent on seed after seed): its window count goes on, and up
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 from engine.trade_log import UPDATE_COLUMNS
 
@@ -22,19 +21,12 @@ class TensorBoardError(Exception):
     """The TensorBoard folder cannot be used (one sentence)."""
 
 
-def check_folder(folder: str | os.PathLike[str]) -> None:
-    """Fail before the run, not after it: the writer is installed and the folder can be created and written."""
+def check_installed() -> None:
+    """Fail before the run, not after it: the writer is installed (the folder is checked like every output)."""
     try:
         import tensorboardX  # noqa: F401
     except ImportError:
         raise TensorBoardError(f"--tensorboard needs tensorboardX: {INSTALL_HINT}") from None
-    path = Path(folder)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise TensorBoardError(f"--tensorboard: cannot create the folder {path}: {exc.strerror or exc}") from None
-    if not os.access(path, os.W_OK):
-        raise TensorBoardError(f"--tensorboard: the folder {path} is not writable")
 
 
 class TensorBoardLog:
