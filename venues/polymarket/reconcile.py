@@ -168,13 +168,21 @@ class Reconciler:
         if self._monotonic() < self._next_look:
             return
         self._next_look = self._monotonic() + _LOOK_EVERY
-        self.reconcile()
-        self.check_settlement()
+        self.look()
 
-    def reconcile(self) -> None:
-        """Look once at every pending order: book a fill that showed up, release or forget the rest."""
+    def look(self) -> None:
+        """One read of the venue's trades (a request per token) serves both the pending orders and the
+        settlement of the booked ones (a fill booked from it is then followed from the same read)."""
+        found = self.trades_of([*self.pending.values(), *self.booked.values()])
+        self.reconcile(found)
+        self.check_settlement(found)
+
+    def reconcile(self, found: dict[str, list[dict] | None] | None = None) -> None:
+        """Look once at every pending order (in `found`, else read now): book a fill that showed up, release
+        or forget the rest."""
         now = self._monotonic()
-        found = self.trades_of(list(self.pending.values()))
+        if found is None:
+            found = self.trades_of(list(self.pending.values()))
         for p in list(self.pending.values()):
             trades = found[p.order_id]
             fill = fill_from_trades(trades, p) if trades else None
@@ -220,12 +228,11 @@ class Reconciler:
             log.error("order %s: %.2f shares of %s sold after the run moved on; the run's PnL misses $%.2f",
                       late.fill.order_id, late.fill.shares, late.token, late.fill.cash - late.fill.fee)
 
-    def check_settlement(self) -> None:
-        """Follow booked trades to CONFIRMED; unbook those that end FAILED."""
+    def check_settlement(self, found: dict[str, list[dict] | None]) -> None:
+        """Follow booked trades (their trades in `found`) to CONFIRMED; unbook those that end FAILED."""
         now = self._monotonic()
-        found = self.trades_of(list(self.booked.values()))
         for b in list(self.booked.values()):
-            trades = found[b.order_id]
+            trades = found.get(b.order_id)
             if trades is None:
                 continue
             for t in trades:
@@ -267,8 +274,7 @@ class Reconciler:
         trades, then count and log what is still unknown."""
         waited = 0.0
         while True:
-            self.reconcile()
-            self.check_settlement()
+            self.look()
             waiting = any(not p.released for p in self.pending.values()) or self.booked
             if not waiting or waited >= settle_wait:
                 break
