@@ -179,9 +179,9 @@ class OrderDesk:
             response = client.post_order(signed, self.caps.order_type)
         except PolyApiException as exc:
             text = error_text(exc)
-            check_fatal(exc.status_code, text)
             if not unanswered(exc.status_code):
-                venue.reject(classify(exc.status_code, text), what, f"{text} (status {exc.status_code})", info)
+                venue.refuse_api(exc, what, info)
+            check_fatal(exc.status_code, text)
             log.warning("order %s (%s): no answer (%s, status %s); looking for its fill in the venue's trades",
                         order_id, what, text, exc.status_code)
             pending = self.fills.add_pending(order_id, info, token, side, limit, rules, reserve, sent_at)
@@ -216,9 +216,7 @@ class OrderDesk:
         try:
             return self._venue_accuracy(self.venue.client.create_market_order(args, options), rules)
         except PolyApiException as exc:  # the client may look market data up first
-            text = error_text(exc)
-            check_fatal(exc.status_code, text)
-            self.venue.reject(classify(exc.status_code, text), what, f"{text} (status {exc.status_code})", info)
+            self.venue.refuse_api(exc, what, info)
         except PolyException as exc:
             text = error_text(exc)
             self.venue.reject(TICK_SIZE if "tick size" in text else INVALID_ORDER, what, text, info)

@@ -238,13 +238,17 @@ class Venue:
         try:
             return fn()
         except PolyApiException as exc:
-            text = error_text(exc)
-            check_fatal(exc.status_code, text)
-            self.reject(classify(exc.status_code, text), what, f"{text} (status {exc.status_code})", info)
+            self.refuse_api(exc, what, info)
         except PolyException as exc:
             self.reject(OTHER, what, error_text(exc), info)
         except (ValueError, TypeError, KeyError, AttributeError) as exc:  # an answer of an unexpected shape
             self.reject(OTHER, what, f"unexpected answer ({type(exc).__name__}: {exc})", info)
+
+    def refuse_api(self, exc: PolyApiException, what: str, info: MarketInfo | None = None) -> NoReturn:
+        """The venue answered an error: fatal (FatalVenueError) or a refusal counted by its reason."""
+        text = error_text(exc)
+        check_fatal(exc.status_code, text)
+        self.reject(classify(exc.status_code, text), what, f"{text} (status {exc.status_code})", info)
 
     def reject(self, reason: str, what: str, detail: object, info: MarketInfo | None = None) -> NoReturn:
         """Count and log a refusal, then raise Refused."""
