@@ -333,9 +333,8 @@ def _frames_from(path: str, offset: int) -> Iterator[tuple[int, Frame]]:
 
 @dataclass
 class _Start:
-    """Where a window's episode starts: the state restated at `t`, then the frames from a file offset."""
+    """Where a window's episode starts: the state restated there, then the frames from a file offset."""
 
-    t: float
     file: int
     offset: int
     restated: bytes  # zlib of the restated frames as JSON
@@ -489,7 +488,7 @@ class LibrarySource:
                     while k < len(targets) and frame.t >= targets[k][0]:
                         t, window = targets[k]
                         restated = [(f.t, f.feed, f.msg) for f in md.restate(t, since=t)]
-                        starts[(gi, window)] = _Start(t, i, offset, zlib.compress(orjson.dumps(restated), 1))
+                        starts[(gi, window)] = _Start(i, offset, zlib.compress(orjson.dumps(restated), 1))
                         k += 1
                     md.handle(frame)
                     offset = end
@@ -627,7 +626,7 @@ def info_main(argv: Sequence[str] | None = None) -> int:
     info.add_argument("--json", action="store_true", help="print JSON for scripts")
     args = p.parse_args(argv)
     try:
-        library = Library([scan_file(path) for spec in args.paths for path in resolve(spec)])
+        library = Library.open(args.paths)
     except RecordingError as exc:
         print(f"updown: {exc}", file=sys.stderr)
         return 2
