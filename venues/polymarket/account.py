@@ -77,11 +77,9 @@ class Account:
         """Before the first decision: have the venue re-read the funder's pUSD balance and allowances
         from the chain, then check them; the balance in dollars, or LiveBrokerError naming what is
         missing and how to set it."""
-        client = self.venue.client
         params = BalanceAllowanceParams(asset_type=AssetType.COLLATERAL)
         try:
-            client.update_balance_allowance(params)
-            balance, allowances = self._balance_allowances(client.get_balance_allowance(params))
+            balance, allowances = self._read(params)
         except (PolyException, ValueError) as exc:
             detail = error_text(exc) if isinstance(exc, PolyException) else str(exc)
             raise LiveBrokerError(f"could not read the funder's pUSD balance and allowances from the CLOB: "
@@ -104,14 +102,8 @@ class Account:
         """Once, before the first buy: the CTF approvals a sale needs (shares bought must be sellable)."""
         if self._shares_approved:
             return
-        client = self.venue.client
         params = BalanceAllowanceParams(asset_type=AssetType.CONDITIONAL, token_id=token)
-
-        def read() -> tuple[float, dict[str, float]]:
-            client.update_balance_allowance(params)
-            return self._balance_allowances(client.get_balance_allowance(params))
-
-        _, allowances = self.venue.call(read, "share approvals")
+        _, allowances = self.venue.call(lambda: self._read(params), "share approvals")
         missing = self._missing(allowances)
         if missing:
             raise LiveBrokerFatal(
@@ -136,6 +128,11 @@ class Account:
             self.balance, _ = self._balance_allowances(self.venue.client.get_balance_allowance(params))
         except (PolyException, ValueError, TypeError) as exc:
             log.warning("balance read failed: %s", exc)
+
+    def _read(self, params: BalanceAllowanceParams) -> tuple[float, dict[str, float]]:
+        """Have the venue re-read a balance and its allowances from the chain, then read them."""
+        self.venue.client.update_balance_allowance(params)
+        return self._balance_allowances(self.venue.client.get_balance_allowance(params))
 
     def _balance_allowances(self, answer: Any) -> tuple[float, dict[str, float]]:
         if not isinstance(answer, dict) or "balance" not in answer:
