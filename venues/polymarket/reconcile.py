@@ -72,14 +72,20 @@ class Late:
     fill: VenueFill
 
 
+def level_totals(levels: list[tuple[float, float]], rules: Rules) -> tuple[float, float, float]:
+    """(shares, cash, fee) of trade levels (shares, price); the fee at each level's price."""
+    shares = sum(q for q, _ in levels)
+    cash = sum(q * price for q, price in levels)
+    fee = sum(taker_fee(q, price, rules.fee_rate, rules.fee_exponent) for q, price in levels)
+    return shares, cash, fee
+
+
 def fill_from_trades(trades: list[dict], p: Pending) -> VenueFill | None:
     """What the venue's trades of an order say traded, level by level; the fee at each level's price."""
     levels = [lv for t in trades if str(t.get("status", "")).upper() != "FAILED" for lv in trade_levels(t)]
-    shares = sum(q for q, _ in levels)
+    shares, cash, fee = level_totals(levels, p.rules)
     if shares <= 0.0:
         return None
-    cash = sum(q * price for q, price in levels)
-    fee = sum(taker_fee(q, price, p.rules.fee_rate, p.rules.fee_exponent) for q, price in levels)
     return VenueFill(shares, cash, round(fee, 5), cash / shares, p.limit, p.order_id)
 
 
@@ -246,9 +252,7 @@ class Reconciler:
                 del self.booked[b.order_id]
 
     def _unbook(self, b: Booked, levels: list[tuple[float, float]]) -> None:
-        size = sum(q for q, _ in levels)
-        value = sum(q * price for q, price in levels)
-        fee = sum(taker_fee(q, price, b.rules.fee_rate, b.rules.fee_exponent) for q, price in levels)
+        size, value, fee = level_totals(levels, b.rules)
         price = value / size if size > 0 else 0.0
         self.venue.skipped.refused(TRADE_FAILED)
         if b.side == "BUY":
